@@ -1,0 +1,27 @@
+# The two commands of the README:
+#   make reproduce   the main job on the shipped testbed (quick mode)
+#   make test        the notebook tests (nbdev_test) and the test suite (pytest)
+# Both create the environment in .venv first when it is missing (see tools/setup-env.sh, LOP_TORCH for CUDA).
+SHELL := /bin/bash
+VENV ?= .venv
+export LOP_VENV := $(VENV)
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: env reproduce test test-nbs test-py export
+env:
+	@bash tools/setup-env.sh
+
+reproduce: env
+	$(VENV)/bin/lop demo --out runs/demo
+
+test: env test-nbs test-py
+
+test-nbs: env
+	$(VENV)/bin/nbdev_test --path nbs --n_workers 2 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
+
+test-py: env
+	$(VENV)/bin/python -m pytest -q tests
+
+export: env
+	$(VENV)/bin/nbdev_export 2>&1 | grep -v "pkg_resources" || true
