@@ -21,7 +21,7 @@ quiet "$PY" -m pip install -q --upgrade pip
 quiet "$PY" -m pip install -q "$TORCH"
 # keep that torch whatever the other packages ask for
 cons="$VENV/.lop-constraints.txt"
-"$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > "$cons"
+"$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null > "$cons"
 quiet "$PY" -m pip install -q -c "$cons" -r requirements.txt
 quiet "$PY" -m pip install -q -c "$cons" --no-deps --no-build-isolation -e .
 # PyPI's torchvision is built for a CUDA torch: beside the CPU torch it imports but breaks transformers'
