@@ -18,7 +18,7 @@ reproduce: env
 test: env test-nbs test-py
 
 test-nbs: env
-	$(VENV)/bin/nbdev_test --path nbs --n_workers 2 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
+	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --path nbs --n_workers 2 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
 
 test-py: env
 	$(VENV)/bin/python -m pytest -q tests
