@@ -17,7 +17,7 @@ from . import synthvqa as sv
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor', 'build_processor',
            'testbed_config', 'build_model', 'caption_item', 'fact_item', 'training_items', 'encode_training',
-           'answer_loss', 'train_testbed']
+           'answer_loss', 'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -77,6 +77,7 @@ class TestbedProcessor:
 
     def save_pretrained(self, path):
         self.tokenizer.save_pretrained(path); self.image_processor.save_pretrained(path)
+        write_json_atomic(Path(path)/"lop_processor.json", dict(processor="TestbedProcessor"))
     @classmethod
     def from_pretrained(cls, path):
         return cls(tf.PreTrainedTokenizerFast.from_pretrained(path), tf.Qwen2VLImageProcessor.from_pretrained(path))
@@ -188,3 +189,26 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
                                 config=dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw)), tmp)
     model.eval()
     return model, proc, hist
+
+# %% ../nbs/08_testbed.ipynb 19
+def save_testbed(model, processor, path, **meta) -> Path:
+    "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
+    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path); processor.save_pretrained(path)
+    write_json_atomic(path/"training.json", meta)
+    return path
+
+def load_processor(path):
+    "The processor saved in `path`: a `TestbedProcessor` when marked so, otherwise `AutoProcessor`."
+    path = Path(path)
+    if (path/"lop_processor.json").is_file(): return TestbedProcessor.from_pretrained(path)
+    return tf.AutoProcessor.from_pretrained(path)
+
+def load_testbed(path=None, device="cpu"):
+    "The shipped testbed model (or the one in `path`) and its processor, offline."
+    import lop
+    path = Path(path) if path is not None else Path(lop.__file__).resolve().parent/"assets"/"testbed"
+    check((path/"config.json").is_file() and (path/"model.safetensors").is_file(),
+          f"no testbed model in {path}", "train one with nbs/experiments/train_testbed.ipynb (lop reproduce) or pass its folder")
+    model = tf.Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    return model, load_processor(path)
