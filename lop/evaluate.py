@@ -15,7 +15,7 @@ from .metrics import *
 from .prune import masked
 
 # %% auto 0
-__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'Evaluator']
+__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'encode_items', 'Evaluator']
 
 # %% ../nbs/10_evaluate.ipynb 5
 INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with the option's letter from the given choices directly."}
@@ -48,6 +48,15 @@ def task_metrics(task:str, items:list, preds:list) -> dict:
         return dict(headline=s["accuracy"], **s)
     s = accuracy([dict(correct=c) for c in ok])
     return dict(headline=s["accuracy"], **s)
+
+def encode_items(processor, items:list, batch_size:int=32, with_answer:bool=True, prompt=default_prompt) -> list[dict]:
+    "Model-input batches of `items` (prompt and image, followed by the answer when `with_answer`): e.g. a calibration set."
+    out = []
+    for i in range(0, len(items), batch_size):
+        chunk = items[i:i + batch_size]
+        texts = [prompt(processor, it) + (" " + it["answer"] if with_answer else "") for it in chunk]
+        out.append(processor(texts, images=[it["image"] for it in chunk]))
+    return out
 
 class Evaluator:
     "Score `model` on `items` (dicts with `question`, `image`, `candidates`, `answer`, `task`, ...) by next-token choice."

@@ -13,7 +13,7 @@ from .core import *
 __all__ = ['COLOURS', 'RGB', 'SHAPES', 'ROWS', 'COLS', 'CELLS', 'PAIRS', 'CELL', 'SIZE', 'LETTERS', 'MAXNUM', 'VALUE', 'FREQ',
            'POPULAR', 'SPLITS', 'TASKS', 'YES_NO', 'ABCD', 'SPLIT_SEEDS', 'cell_words', 'pair_words', 'layout_bucket',
            'random_scene', 'render', 'mme_p_pair', 'mme_r_pair', 'mmbench_question', 'mmmu_question', 'pope_pair',
-           'task_items', 'make_split']
+           'task_items', 'make_split', 'calibration_items']
 
 # %% ../nbs/07_synthvqa.ipynb 5
 COLOURS = ("red", "green", "blue", "yellow")
@@ -181,7 +181,7 @@ def task_items(task, rng, split, uid, circular=True):
 
 SPLIT_SEEDS = dict(train=0, calib=1_000_003, val=2_000_003, test=3_000_003)
 
-def make_split(split:str, n:int, tasks=TASKS, seed:int=0) -> list[dict]:
+def make_split(split:str, n:int, tasks=TASKS, seed:int=0, circular:bool=True) -> list[dict]:
     "`n` units of every task in `tasks` from `split` (deterministic for a given `seed`)."
     check(split in SPLIT_SEEDS, f"unknown split {split!r}", f"use one of {tuple(SPLIT_SEEDS)}")
     bad = [t for t in tasks if t not in TASKS]
@@ -189,5 +189,14 @@ def make_split(split:str, n:int, tasks=TASKS, seed:int=0) -> list[dict]:
     items = []
     for k, task in enumerate(tasks):
         rng = np.random.RandomState((SPLIT_SEEDS[split] + 7919 * (TASKS.index(task) + 1) + seed) % 2**31)
-        for u in range(n): items += task_items(task, rng, split, u)
+        for u in range(n): items += task_items(task, rng, split, u, circular)
     return items
+
+# %% ../nbs/07_synthvqa.ipynb 18
+def calibration_items(n:int=500, seed:int=0) -> list[dict]:
+    "`n` calibration items covering the five tasks, in a fixed shuffled order."
+    units = -(-n // 8) + 1   # one round of the five tasks gives 8 items (MME and POPE pairs, 2 MC questions)
+    items = make_split("calib", units, seed=seed, circular=False)
+    order = np.random.RandomState(seed).permutation(len(items))
+    check(len(items) >= n, f"the calibration split has only {len(items)} items", "ask for fewer")
+    return [items[i] for i in order[:n]]
