@@ -58,6 +58,7 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
         res = mcts_search(reward_fn, n_layers, t, seed=(seed * 1_000_003 + int(round(t * 1e6))) % 2**31, progress=False, **mcts_kw)
         recs.append(dict(target=t, ratios=res.ratios, reward=res.reward, dense_reward=dense_reward, evaluations=res.evaluations,
                          simulations=res.simulations, seconds=round(time.perf_counter() - t0, 3), seed=seed,
+                         lo=mcts_kw.get("lo", 0.0), hi=mcts_kw.get("hi", 0.95),
                          model=model_fingerprint, settings=settings))
         write_dataset(path, recs)
     return read_dataset(path)
