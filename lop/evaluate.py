@@ -12,10 +12,10 @@ from .core import *
 from .models import *
 from .features import *
 from .metrics import *
-from .prune import masked
+from .prune import masked, make_plan
 
 # %% auto 0
-__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'encode_items', 'Evaluator']
+__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'encode_items', 'Evaluator', 'ratio_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
 INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with the option's letter from the given choices directly."}
@@ -100,3 +100,8 @@ class Evaluator:
         return dict({t: r["headline"] for t, r in res.items()}, average=sum(r["headline"] for r in res.values()) / len(res),
                     details=res, seconds=time.perf_counter() - t0)
     __call__ = evaluate
+
+# %% ../nbs/10_evaluate.ipynb 12
+def ratio_reward(evaluator:Evaluator, scores, key:str="average", compensate=None):
+    "A function ratios → the evaluator's `key` metric with the model masked at those per-layer ratios."
+    return lambda ratios: evaluator.evaluate(make_plan(scores, ratios), compensate)[key]

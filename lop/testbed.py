@@ -39,9 +39,9 @@ def build_tokenizer() -> tf.PreTrainedTokenizerFast:
     t.add_special_tokens({"additional_special_tokens": SPECIAL[4:]})
     return t
 
-def build_image_processor() -> tf.Qwen2VLImageProcessor:
+def build_image_processor():
     "The Qwen2-VL image processor at the testbed's fixed 84×84 resolution."
-    return tf.Qwen2VLImageProcessor(min_pixels=SIZE * SIZE, max_pixels=SIZE * SIZE, patch_size=14, merge_size=2, temporal_patch_size=2)
+    return tf.Qwen2VLImageProcessorPil(min_pixels=SIZE * SIZE, max_pixels=SIZE * SIZE, patch_size=14, merge_size=2, temporal_patch_size=2)
 
 class TestbedProcessor:
     "Tokenizer + Qwen2-VL image processor with `Qwen2_5_VLProcessor`'s call convention and outputs."
@@ -80,7 +80,7 @@ class TestbedProcessor:
         write_json_atomic(Path(path)/"lop_processor.json", dict(processor="TestbedProcessor"))
     @classmethod
     def from_pretrained(cls, path):
-        return cls(tf.PreTrainedTokenizerFast.from_pretrained(path), tf.Qwen2VLImageProcessor.from_pretrained(path))
+        return cls(tf.PreTrainedTokenizerFast.from_pretrained(path), tf.Qwen2VLImageProcessorPil.from_pretrained(path))
 
 def build_processor() -> TestbedProcessor: return TestbedProcessor(build_tokenizer(), build_image_processor())
 
