@@ -14,7 +14,7 @@ from .prune import *
 from .toy import *
 
 # %% auto 0
-__all__ = ['demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'main']
+__all__ = ['demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
 def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0, progress:bool=True) -> dict:
@@ -116,6 +116,10 @@ def cmd_prune(a):
     save_pruned(m, a.out, proc)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
 
+def cmd_reproduce(a):
+    from lop.reproduce import reproduce, NOTEBOOKS
+    for name, what in reproduce(a.mode, a.model, a.seed, a.force, a.only or NOTEBOOKS).items(): print(f"{name}: {what}")
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lop", description="Learning Optimal Pruning: on-demand FFN pruning of multimodal LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -150,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True); s.add_argument("--out", required=True)
     s.add_argument("--kind", default="ar_transformer"); s.add_argument("--epochs", type=int, default=64)
     s.add_argument("--batch-size", type=int, default=40); s.add_argument("--lr", type=float, default=1e-3)
+    s = add("reproduce", cmd_reproduce, "run the experiment notebooks (papermill) that regenerate every table and figure")
+    g = s.add_mutually_exclusive_group()
+    for m_ in ("quick", "full", "smoke"): g.add_argument(f"--{m_}", dest="mode", action="store_const", const=m_)
+    s.set_defaults(mode="quick"); s.add_argument("--force", action="store_true", help="rerun notebooks whose inputs did not change")
+    s.add_argument("--only", nargs="*", help="run only these notebooks")
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
     s.add_argument("--target", type=float, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)

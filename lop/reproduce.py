@@ -19,10 +19,12 @@ __all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_pre
 
 # %% ../nbs/19_reproduce.ipynb 5
 MODES = dict(
+    smoke=dict(test_units=2, val_units=2, grid=(0.1, 0.6, 0.1), simulations=4, evaluations=3, calibration=40,
+               epochs=5, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=3, small_model_steps=4),
     quick=dict(test_units=40, val_units=12, grid=(0.05, 0.60, 0.05), simulations=40, evaluations=30, calibration=500,
-               epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=30),
+               epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=30, small_model_steps=300),
     full=dict(test_units=150, val_units=40, grid=(0.05, 0.60, 0.025), simulations=300, evaluations=200, calibration=500,
-              epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=200))
+              epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=200, small_model_steps=None))
 
 def budget(mode:str) -> dict:
     "The budgets of `mode` (quick or full)."

@@ -1,0 +1,28 @@
+import json
+from pathlib import Path
+import pytest
+from lop.core import LOPError
+from lop.reproduce import reproduce, budget, NOTEBOOKS
+from lop.testbed import build_processor, build_model, save_testbed
+
+TABLES = ["testbed_dense", "testbed_uniform_curve", "testbed_layer_sensitivity", "testbed_criteria", "search_dataset",
+          "time_breakdown", "table1", "table1_formatted", "table3", "heldout_targets", "table2", "accuracy_vs_ratio"]
+FIGURES = ["testbed_pruning_curve", "fig4_mcts_progress", "fig1_overview", "fig2_importance", "ratio_profiles",
+           "accuracy_vs_ratio", "time_breakdown"]
+
+def test_every_notebook_runs_and_writes_its_artefacts(tmp_path):
+    proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path / "model")
+    out = reproduce("smoke", model=str(tmp_path / "model"), root=tmp_path, progress=False)
+    assert list(out) == list(NOTEBOOKS) and all(v.startswith("ran") for v in out.values())
+    res, fig = tmp_path / "runs/smoke/results", tmp_path / "runs/smoke/figures"
+    for t in TABLES: assert (res / f"{t}.csv").is_file() and (res / f"{t}.md").is_file(), t
+    for f in FIGURES: assert (fig / f"{f}.png").is_file() and (fig / f"{f}.pdf").is_file(), f
+    prov = json.loads((res / "provenance.json").read_text())
+    assert all(prov[f"{t}.csv"]["mode"] == "smoke" for t in TABLES)
+    assert all((res / "executed" / f"{n}.ipynb").is_file() for n in NOTEBOOKS)
+    again = reproduce("smoke", model=str(tmp_path / "model"), root=tmp_path, progress=False, notebooks=["table3"])
+    assert again == {"table3": "skipped"}
+
+def test_bad_mode_and_notebook(tmp_path):
+    with pytest.raises(LOPError, match="unknown mode"): budget("fast")
+    with pytest.raises(LOPError, match="unknown experiment notebook"): reproduce("smoke", notebooks=["table9"], root=tmp_path)
