@@ -156,8 +156,8 @@ def _lr(step, steps, warmup, lr):
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
-                  checkpoint_every=250, progress=True, model_kw=None, threads=None):
-    "Train a testbed model from scratch on SynthVQA into `out` (resumable); returns (model, processor, history)."
+                  checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None):
+    "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
     proc = build_processor()
@@ -172,7 +172,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); start, hist = state["step"], state["history"]
     model.train()
     t0 = time.perf_counter() - (hist[-1]["seconds"] if hist else 0)
-    bar = tqdm(range(start, steps), desc="train testbed", disable=not progress, initial=start, total=steps)
+    bar = tqdm(range(start, min(steps, until or steps)), desc="train testbed", disable=not progress, initial=start, total=steps)
     for step in bar:
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         b = encode_training(proc, training_items(rng, batch_size, mixture))
@@ -183,7 +183,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         hist.append(dict(step=step + 1, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 in (steps, until):
             with atomic_path(ck) as tmp:
                 torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step + 1, history=hist,
                                 config=dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw)), tmp)
