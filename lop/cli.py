@@ -14,7 +14,8 @@ from .prune import *
 from .toy import *
 
 # %% auto 0
-__all__ = ['demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_reproduce', 'main']
+__all__ = ['demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_bench',
+           'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
 def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0, progress:bool=True) -> dict:
@@ -116,6 +117,11 @@ def cmd_prune(a):
     save_pruned(m, a.out, proc)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
 
+def cmd_bench(a):
+    from lop.bench import run_suite
+    res = run_suite(a.out, a.device, a.shape, a.layers, a.quick)
+    print((Path(a.out)/"bench.md").read_text())
+
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
     for name, what in reproduce(a.mode, a.model, a.seed, a.force, a.only or NOTEBOOKS).items(): print(f"{name}: {what}")
@@ -159,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     for m_ in ("quick", "full", "smoke"): g.add_argument(f"--{m_}", dest="mode", action="store_const", const=m_)
     s.set_defaults(mode="quick"); s.add_argument("--force", action="store_true", help="rerun notebooks whose inputs did not change")
     s.add_argument("--only", nargs="*", help="run only these notebooks")
+    s = add("bench", cmd_bench, "the performance suite (ratios measured side by side); writes results/bench.json and bench.md", model=False)
+    s.add_argument("--out", default="results"); s.add_argument("--device", default=None); s.add_argument("--quick", action="store_true")
+    s.add_argument("--shape", default="3b", choices=["3b", "7b"]); s.add_argument("--layers", type=int, default=None)
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
     s.add_argument("--target", type=float, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)

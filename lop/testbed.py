@@ -15,9 +15,9 @@ from .synthvqa import *
 from . import synthvqa as sv
 
 # %% auto 0
-__all__ = ['SPECIAL', 'MIXTURE', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor', 'build_processor',
-           'testbed_config', 'build_model', 'caption_item', 'fact_item', 'training_items', 'encode_training',
-           'answer_loss', 'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
+__all__ = ['SPECIAL', 'MIXTURE', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor',
+           'build_processor', 'testbed_config', 'build_model', 'caption_item', 'fact_item', 'training_items',
+           'encode_training', 'answer_loss', 'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -155,8 +155,11 @@ def _lr(step, steps, warmup, lr):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
+READING = dict(caption=1.0)
+
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
-                  checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None):
+                  checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
+                  reading_steps=1000, reading_mixture=READING):
     "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
@@ -164,10 +167,12 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model = build_model(proc, seed=seed, **(model_kw or {}))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     ck, start, hist = out/"checkpoint.pt", 0, []
+    cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
+               reading_steps=reading_steps, reading_mixture=reading_mixture)
     if ck.exists():
         try: state = torch.load(ck, weights_only=False)
         except Exception as e: raise LOPError(f"cannot read the training checkpoint {ck} ({e})", f"delete {ck} to start over") from None
-        check(state["config"] == dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw),
+        check(state["config"] == cfg,
               f"{ck} belongs to a run with other settings", f"use the same settings or delete {ck}")
         model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); start, hist = state["step"], state["history"]
     model.train()
@@ -175,7 +180,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     bar = tqdm(range(start, min(steps, until or steps)), desc="train testbed", disable=not progress, initial=start, total=steps)
     for step in bar:
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
-        b = encode_training(proc, training_items(rng, batch_size, mixture))
+        b = encode_training(proc, training_items(rng, batch_size, reading_mixture if step < reading_steps else mixture))
         labels = b.pop("labels")
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr)
         loss = answer_loss(model(**b, use_cache=False).logits, labels)
@@ -186,7 +191,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         if (step + 1) % checkpoint_every == 0 or step + 1 in (steps, until):
             with atomic_path(ck) as tmp:
                 torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step + 1, history=hist,
-                                config=dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw)), tmp)
+                                config=cfg), tmp)
     model.eval()
     return model, proc, hist
 
