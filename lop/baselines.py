@@ -10,7 +10,7 @@ import numpy as np, torch
 from .core import *
 from .models import find_ffns
 from .importance import Importance, collect_stats, importance_from_stats, ActivationStats
-from .prune import Plan, make_plan, validate_ratios
+from .prune import Plan, make_plan
 
 # %% auto 0
 __all__ = ['BASELINES', 'Allocation', 'uniform', 'flap_ratios', 'flap', 'magnitude', 'wanda', 'uniform_l2', 'allocate']
@@ -62,26 +62,25 @@ def flap(model, target:float, batches=None, stats:ActivationStats|None=None) -> 
     ratios = flap_ratios(imp, target)
     return Allocation("flap", float(target), ratios, make_plan(imp, ratios), time.perf_counter() - t0, compensate=imp)
 
+def _uniform_by(method:str, metric:str, model, target:float, batches=None, stats=None) -> Allocation:
+    "Score with `metric` (collecting calibration statistics unless given or not needed), then allocate uniformly."
+    t0 = time.perf_counter()
+    st = None if metric == "magnitude" else _stats(model, batches, stats, False)
+    a = uniform(importance_from_stats(model, st, metric), target)
+    a.method, a.seconds = method, time.perf_counter() - t0
+    return a
+
 def magnitude(model, target:float) -> Allocation:
     "Magnitude: weight-norm neuron scores (no data), uniform ratios."
-    t0 = time.perf_counter()
-    a = uniform(importance_from_stats(model, None, "magnitude"), target)
-    a.method, a.seconds = "magnitude", time.perf_counter() - t0
-    return a
+    return _uniform_by("magnitude", "magnitude", model, target)
 
 def wanda(model, target:float, batches=None, stats:ActivationStats|None=None) -> Allocation:
     "Structured Wanda: activation norm × down_proj column magnitude, uniform ratios."
-    t0 = time.perf_counter()
-    a = uniform(importance_from_stats(model, _stats(model, batches, stats, False), "wanda"), target)
-    a.method, a.seconds = "wanda", time.perf_counter() - t0
-    return a
+    return _uniform_by("wanda", "wanda", model, target, batches, stats)
 
 def uniform_l2(model, target:float, batches=None, stats:ActivationStats|None=None) -> Allocation:
     "The paper's importance (L2 of activations) with the same ratio in every layer."
-    t0 = time.perf_counter()
-    a = uniform(importance_from_stats(model, _stats(model, batches, stats, False), "l2"), target)
-    a.seconds = time.perf_counter() - t0
-    return a
+    return _uniform_by("uniform-l2", "l2", model, target, batches, stats)
 
 # %% ../nbs/15_baselines.ipynb 9
 BASELINES = dict(magnitude=magnitude, wanda=wanda, flap=flap, uniform=uniform_l2)
