@@ -16,13 +16,14 @@ from . import synthvqa as sv
 
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor',
-           'build_processor', 'testbed_config', 'build_model', 'caption_item', 'fact_item', 'training_items',
-           'encode_training', 'answer_loss', 'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
+           'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item', 'fact_item',
+           'training_items', 'encode_training', 'answer_loss', 'train_testbed', 'save_testbed', 'load_processor',
+           'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 _WORDS = ("yes no ? , . : options describe the image is there a an in are objects object at of what colour shape "
-          "how many value total greater than which has largest smallest minus plus sum values and").split()
+          "how many value total greater than which has largest smallest minus plus sum values and nothing").split()
 
 def vocabulary() -> list[str]:
     "Every token of the testbed tokenizer: special tokens, template words, colours, shapes, cells, letters, numbers."
@@ -108,13 +109,21 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=1.0, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=1.0, caption=1.0, fact=0.5)
+MIXTURE = dict(mme_p=1.0, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=1.0, caption=1.0, lookup=1.0, fact=0.5)
 
 def caption_item(rng, split="train") -> dict:
-    "`describe the image .` → every object and its cell, in reading order, ended by `<eos>`."
+    "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
     scene = random_scene(rng, split)
-    desc = " , ".join(f"{pair_words(p)} at the {cell_words(c)}" for p, c in sorted(scene, key=lambda o: CELLS.index(o[1])))
+    desc = " , ".join(f"at the {cell_words(c)} a {pair_words(p)}" for p, c in sorted(scene, key=lambda o: CELLS.index(o[1])))
     return dict(task="caption", question="describe the image .", answer=desc + " . <eos>", image=render(scene, rng))
+
+def lookup_item(rng, split="train") -> dict:
+    "`what is at the <cell> ?` → the object there (`red circle`) or `nothing`: reading one cell, the step between captions and questions."
+    scene = random_scene(rng, split)
+    occupied = dict((c, p) for p, c in scene)
+    cell = CELLS[rng.randint(9)] if rng.rand() < 0.3 else scene[rng.randint(len(scene))][1]
+    return dict(task="lookup", question=f"what is at the {cell_words(cell)} ?",
+                answer=pair_words(occupied[cell]) if cell in occupied else "nothing", image=render(scene, rng))
 
 def fact_item(rng, split="train") -> dict:
     "`what is the value of the <pair> ?` → its value (the image is a distraction)."
@@ -128,6 +137,7 @@ def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
     for task in rng.choice(names, size=n, p=w):
         if task == "caption": out.append(caption_item(rng))
         elif task == "fact": out.append(fact_item(rng))
+        elif task == "lookup": out.append(lookup_item(rng))
         else:
             items = task_items(task, rng, "train", 0, circular=False)
             out.append(items[rng.randint(len(items))])
@@ -155,7 +165,7 @@ def _lr(step, steps, warmup, lr):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-READING = dict(caption=1.0)
+READING = dict(caption=1.0, lookup=1.0)
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
