@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 import numpy as np, torch
 from .core import *
-from .models import find_ffns
 from .importance import Importance, collect_stats, importance_from_stats, ActivationStats
 from .prune import Plan, make_plan
 

@@ -4,15 +4,14 @@
 
 # %% ../nbs/21_bench.ipynb 2
 from __future__ import annotations
-import gc, json, os, statistics, time, warnings
+import gc, statistics, time
 from pathlib import Path
-import numpy as np, torch, torch.nn as nn
+import numpy as np, torch
 import transformers as tf
 from .core import *
 from .models import find_ffns, model_stats
-from .importance import collect_importance, collect_stats
-from .prune import make_plan, masked, slice_ffn
-from .features import backbone_inputs, backbone_logits
+from .importance import collect_importance
+from .prune import make_plan, slice_ffn
 
 # %% auto 0
 __all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_throughput',
@@ -179,7 +178,6 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     p_imp = _child_peak(base + "from lop.importance import collect_importance\n"
                         "collect_importance(m, [dict(input_ids=torch.randint(0, 32000, (1, 256)))] * 4, progress=False)")
     p_fwd = _child_peak(base + "with torch.no_grad():\n    for _ in range(4): m(input_ids=torch.randint(0, 32000, (1, 256)))")
-    model_mb = sum(p.numel() * p.element_size() for p in shaped_model(shape, layers=1, vocab=32000).parameters()) / 2**20
     res["memory"] = dict(model_only_mb=p_model, slicing_peak_mb=p_slice, importance_peak_mb=p_imp, plain_forward_peak_mb=p_fwd,
                          slicing_extra_over_model=_goal((p_slice - p_model) / max(p_model, 1), 0.5),
                          importance_extra_over_forward=(p_imp - p_fwd) / max(p_fwd, 1))

@@ -119,7 +119,7 @@ def cmd_prune(a):
 
 def cmd_bench(a):
     from lop.bench import run_suite
-    res = run_suite(a.out, a.device, a.shape, a.layers, a.quick)
+    run_suite(a.out, a.device, a.shape, a.layers, a.quick)
     print((Path(a.out)/"bench.md").read_text())
 
 def cmd_reproduce(a):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 import json, time
 from pathlib import Path
-import numpy as np
 from tqdm.auto import tqdm
 from .core import *
 from .mcts import mcts_search

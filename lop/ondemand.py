@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 import torch.nn as nn
 from .core import *
-from .models import find_ffns, model_fingerprint
+from .models import find_ffns
 from .importance import Importance, load_importance, check_importance
-from .prune import make_plan, slice_ffn, Plan
+from .prune import make_plan, slice_ffn
 from .predictors import predict, load_predictor
 
 # %% auto 0

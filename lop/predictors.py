@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_predictors.ipynb 2
 from __future__ import annotations
-import json, math, time, warnings
+import json, warnings
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from safetensors import SafetensorError

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_report.ipynb 2
 from __future__ import annotations
-import json, time
+import json
 from pathlib import Path
 import pandas as pd
 from .core import *

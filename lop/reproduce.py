@@ -4,14 +4,13 @@
 
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
-import json, shutil, time
+import json, time
 from pathlib import Path
-import numpy as np
 from tqdm.auto import tqdm
 from .core import *
-from .models import model_fingerprint, find_ffns
+from .models import model_fingerprint
 from .importance import collect_importance, save_importance, load_importance
-from .dataset import generate_dataset, target_grid, read_dataset
+from .dataset import generate_dataset, target_grid
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
@@ -72,7 +71,7 @@ def _nbs_dir() -> Path:
 def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=False, notebooks=NOTEBOOKS, root=".", progress=True) -> dict:
     "Run the experiment notebooks of `mode`; returns {notebook: 'ran' | 'skipped'}."
     import papermill as pm
-    b = budget(mode); root = Path(root).resolve()
+    budget(mode); root = Path(root).resolve()
     base = root if mode == "full" else root/"runs"/mode
     dirs = dict(results_dir=base/"results", figures_dir=base/"figures", work_dir=root/"runs"/mode/"work")
     executed = dirs["results_dir"]/"executed"

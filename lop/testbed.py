@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_testbed.ipynb 2
 from __future__ import annotations
-import json, math, time
+import math, time
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import transformers as tf
@@ -12,7 +12,6 @@ from tokenizers import Tokenizer, models as tk_models, pre_tokenizers
 from tqdm.auto import tqdm
 from .core import *
 from .synthvqa import *
-from . import synthvqa as sv
 
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor',
