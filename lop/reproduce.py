@@ -14,7 +14,7 @@ from .dataset import generate_dataset, target_grid
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'Context', 'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
 MODES = dict(
@@ -62,6 +62,39 @@ def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     return net
 
 # %% ../nbs/19_reproduce.ipynb 9
+class Context:
+    "What an experiment notebook works with, built lazily from (model, mode, seed, work_dir)."
+    def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work"):
+        from lop.lmms import load_model
+        seed_everything(seed)
+        self.b, self.seed, self.work = budget(mode), seed, Path(work_dir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.model, self.processor = load_model(model, device="cpu")
+        self._cache = {}
+    def _get(self, key, make):
+        if key not in self._cache: self._cache[key] = make()
+        return self._cache[key]
+    def _evaluator(self, split):
+        from lop.synthvqa import make_split
+        from lop.evaluate import Evaluator
+        return Evaluator(self.model, self.processor, make_split(split, self.b[f"{split}_units"], seed=self.seed))
+    @property
+    def test(self): return self._get("test", lambda: self._evaluator("test"))
+    @property
+    def val(self): return self._get("val", lambda: self._evaluator("val"))
+    def scores(self, metric="l2"):
+        return self._get(f"scores_{metric}", lambda: get_scores(self.model, self.processor, metric, self.work/f"scores_{metric}.safetensors",
+                                                                self.b["calibration"], self.seed))
+    @property
+    def l2(self): return self.scores("l2")
+    @property
+    def records(self): return self._get("records", lambda: get_dataset(self.model, self.val, self.l2, self.work/"dataset.jsonl", self.b, self.seed))
+    def predictor(self, kind="ar_transformer"):
+        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, self.work/f"predictor_{kind}.safetensors", self.b["epochs"], self.seed))
+    @property
+    def ar(self): return self.predictor("ar_transformer")
+
+# %% ../nbs/19_reproduce.ipynb 11
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures")
 
 def _nbs_dir() -> Path:
