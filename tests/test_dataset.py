@@ -10,7 +10,8 @@ import sys, time, numpy as np
 from lop.dataset import generate_dataset
 s = np.linspace(3, 0.5, 8)
 def reward(r):
-    time.sleep(0.02)
+    with open(sys.argv[2], "ab") as f: f.write(b".")      # one byte per evaluation: the test watches progress
+    time.sleep(0.005)
     return 100 - 50 * float(s @ np.square(r)) / len(r)
 generate_dataset(sys.argv[1], reward, 8, targets=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], simulations=40, evaluations=30, progress=False)
 """
@@ -19,20 +20,23 @@ def strip(recs): return [{k: v for k, v in r.items() if k != "seconds"} for r in
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = lambda path: subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], env=env)
+    counter = tmp_path / "evaluations"
+    run = lambda path: subprocess.Popen([sys.executable, "-c", SCRIPT, str(path), str(counter)], env=env)
+    evals = lambda: counter.stat().st_size if counter.exists() else 0
     ref = tmp_path / "ref.jsonl"
-    assert run(ref).wait(timeout=300) == 0
+    assert run(ref).wait(timeout=600) == 0
     killed, path, rng = 0, tmp_path / "ds.jsonl", random.Random(0)
-    for attempt in range(40):
+    for attempt in range(60):
+        start, k = evals(), rng.randint(10, 80)       # kill after a random number of evaluations: anywhere in a search
         p = run(path)
-        try:
-            p.wait(timeout=rng.uniform(1.0, 2.5))   # python start-up takes about a second: kills land at random points of the search
-            break                                    # finished before the kill
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL); p.wait(); killed += 1
-            read_dataset(path)                       # never a corrupt file, whatever the moment of the kill
+        while p.poll() is None and evals() - start < k: time.sleep(0.01)
+        if p.poll() is not None:
+            assert p.returncode == 0
+            break
+        p.send_signal(signal.SIGKILL); p.wait(); killed += 1
+        read_dataset(path)                           # never a corrupt file, whatever the moment of the kill
     else: pytest.fail("the run never finished")
-    assert killed >= 1
+    assert killed >= 2
     assert strip(read_dataset(path)) == strip(read_dataset(ref))
 
 def test_records_meet_the_constraint(tmp_path):
