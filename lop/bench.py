@@ -158,7 +158,7 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
                            mcts_over_lop=_goal(mcts_s / lop_warm, 10_000, True), flap_over_lop=_goal(flap_s / lop_warm, 1_000, True),
                            mcts_over_lop_cold=mcts_s / (lop_warm + cold_imp), flap_over_lop_cold=flap_s / (lop_warm + cold_imp))
     say("4. predictor")
-    x = calib[0]; dense_fwd = timeit(lambda: m(**{k: v.to(device) if hasattr(v, "to") else v for k, v in x.items()}), 5, 1, device)
+    x = to_device(calib[0], device); dense_fwd = timeit(lambda: m(**x), 5, 1, device)
     res["predictor"] = bench_predictor(net, dense_fwd, device)
     say("5. throughput (shaped model)")
     dtype = torch.bfloat16 if shape == "7b" else torch.float32

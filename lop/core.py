@@ -10,7 +10,7 @@ import numpy as np, torch
 
 # %% auto 0
 __all__ = ['LOPError', 'check', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'fingerprint', 'file_sha256',
-           'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate']
+           'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate', 'to_device']
 
 # %% ../nbs/00_core.ipynb 5
 class LOPError(ValueError):
@@ -112,3 +112,7 @@ def collate(samples:list[dict], pad_id:int=0) -> dict:
         out["attention_mask"] = torch.cat([torch.nn.functional.pad(torch.ones(1, s["input_ids"].shape[-1], dtype=torch.long),
                                                                     (0, T - s["input_ids"].shape[-1])) for s in samples])
     return out
+
+def to_device(batch:dict, device) -> dict:
+    "`batch` with every tensor moved to `device` (other values unchanged)."
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -65,12 +65,10 @@ class Evaluator:
         self.model, self.processor, self.items, self.progress = model, processor, list(items), progress
         tok = getattr(processor, "tokenizer", processor)
         self.tasks = sorted({it["task"] for it in self.items})
-        self.batches, self.cands, self.starts, self._cache = [], [], [], None
-        for i in range(0, len(self.items), batch_size):
-            self.starts.append(i)
-            chunk = self.items[i:i + batch_size]
-            self.batches.append(processor([prompt(processor, it) for it in chunk], images=[it["image"] for it in chunk]))
-            self.cands.append([candidate_ids(tok, it["candidates"]) for it in chunk])
+        self.batches = encode_items(processor, self.items, batch_size, with_answer=False, prompt=prompt)
+        self.starts = list(range(0, len(self.items), batch_size))
+        self.cands = [[candidate_ids(tok, it["candidates"]) for it in self.items[i:i + batch_size]] for i in self.starts]
+        self._cache = None
 
     def _inputs(self):
         if self._cache is None:   # what the backbone receives never changes with FFN pruning: compute it once

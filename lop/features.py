@@ -18,8 +18,7 @@ class _Captured(Exception): pass
 def backbone_inputs(model:nn.Module, batch:dict) -> dict:
     "The keyword arguments `model`'s language backbone receives for `batch` (image features already merged in)."
     _, backbone, _ = language_backbone(model)
-    dev = model.get_input_embeddings().weight.device
-    batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    batch = to_device(batch, input_device(model))
     got = {}
     def grab(mod, args, kwargs):
         check(not args, f"{type(backbone).__name__} is called with positional arguments", "this model family is not supported by backbone_inputs")

@@ -24,8 +24,6 @@ class ActivationStats:
     "Per-layer float32 reductions of the FFN activations over a calibration set."
     count:int; sumsq:list; mean:list|None=None; m2:list|None=None; meta:dict=field(default_factory=dict)
 
-def _device(model): return model.get_input_embeddings().weight.device
-
 def _batch_digest(b:dict):
     ids = b["input_ids"].cpu()
     parts = [ids.numpy().tobytes(), b.get("attention_mask", torch.ones_like(ids)).cpu().numpy().tobytes()]
@@ -35,7 +33,7 @@ def _batch_digest(b:dict):
 @torch.no_grad()
 def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=True) -> ActivationStats:
     "Stream `batches` (dicts of model inputs) through `model`, reducing every FFN's activations to float32 statistics."
-    ffns, dev = find_ffns(model), _device(model)
+    ffns, dev = find_ffns(model), input_device(model)
     W = [f.width for f in ffns]
     z = lambda: [torch.zeros(w, dtype=torch.float32, device=dev) for w in W]
     sumsq, mean, m2 = z(), (z() if moments else None), (z() if moments else None)
@@ -68,7 +66,7 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
     model.eval()
     try:
         for b in tqdm(batches, desc="importance", disable=not progress, leave=False):
-            b = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+            b = to_device(b, dev)
             am = b.get("attention_mask")
             state["mask"] = am.bool() if am is not None else None
             model(**b)

@@ -62,7 +62,7 @@ class LOPModel(_lmms):
     def _generate(self, context, images, gen_kwargs):
         text = default_prompt(self.processor, dict(question=context, candidates=[]))
         b = self.processor([text], images=images or None)
-        b = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+        b = to_device(b, self.device)
         n = int(gen_kwargs.get("max_new_tokens", self.max_new_tokens))
         out = self.model.generate(**b, max_new_tokens=n, do_sample=False, num_beams=1,
                                   pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)

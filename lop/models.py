@@ -9,7 +9,7 @@ import torch, torch.nn as nn
 from .core import *
 
 # %% auto 0
-__all__ = ['language_backbone', 'FFN', 'find_ffns', 'model_fingerprint', 'model_stats']
+__all__ = ['language_backbone', 'FFN', 'find_ffns', 'input_device', 'model_fingerprint', 'model_stats']
 
 # %% ../nbs/02_models.ipynb 5
 def language_backbone(model:nn.Module) -> tuple[str, nn.Module, nn.ModuleList]:
@@ -79,6 +79,11 @@ def find_ffns(model:nn.Module) -> list[FFN]:
     return ffns
 
 # %% ../nbs/02_models.ipynb 14
+def input_device(model:nn.Module) -> torch.device:
+    "The device of `model`'s token embedding, where its input batches belong."
+    return model.get_input_embeddings().weight.device
+
+# %% ../nbs/02_models.ipynb 16
 def _weight_sample(w:torch.Tensor, n=4096) -> torch.Tensor:
     flat = w.detach().reshape(-1)
     return flat[:: max(1, flat.numel() // n)][:n].float().cpu()
@@ -89,7 +94,7 @@ def model_fingerprint(model:nn.Module) -> str:
     return fingerprint(type(model).__name__, [f.width for f in ffns], ffns[0].hidden,
                        _weight_sample(ffns[0].down.weight), _weight_sample(ffns[-1].gate.weight))
 
-# %% ../nbs/02_models.ipynb 17
+# %% ../nbs/02_models.ipynb 19
 def _attn_width(layer:nn.Module) -> int:
     q = getattr(getattr(layer, "self_attn", None), "q_proj", None)
     return q.out_features if isinstance(q, nn.Linear) else 0
