@@ -18,7 +18,7 @@ from .prune import masked, make_plan
 __all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'encode_items', 'Evaluator', 'ratio_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
-INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with the option's letter from the given choices directly."}
+INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with one of the options directly."}
 
 def default_prompt(processor, item:dict) -> str:
     "The prompt for `item`: the testbed's own format, or the processor's chat template with the image first."

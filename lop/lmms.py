@@ -34,13 +34,18 @@ def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto")
                        "pass 'testbed', a folder saved by lop, or a local Hugging Face model folder (nothing is downloaded when offline)") from None
     return model.to(device).eval(), tf.AutoProcessor.from_pretrained(pretrained)
 
-def apply_pruning(model, plan=None, target=None, scores=None):
-    "Prune `model` in place by a saved `plan`, or uniformly at `target` with the importance `scores` file."
+def apply_pruning(model, plan=None, target=None, scores=None, predictor=None):
+    "Prune `model` in place by a saved `plan`, or at `target` with the importance `scores` file: the ratio of every layer predicted by `predictor` (a saved LOP predictor), or uniform without one."
     check(plan is None or target is None, "give either plan= or target=, not both")
     if plan is not None: return slice_ffn(model, Plan.load(plan))
     if target is not None:
         check(scores is not None, "target= needs importance scores to choose the neurons", "add scores=PATH (saved by lop.importance.save_importance)")
-        return slice_ffn(model, make_plan(load_importance(scores, model=model), float(target)))
+        imp, ratios = load_importance(scores, model=model), float(target)
+        if predictor is not None:
+            from lop.predictors import load_predictor, predict
+            ratios = predict(load_predictor(predictor, n_layers=len(imp)), [ratios])[0]
+        return slice_ffn(model, make_plan(imp, ratios))
+    check(predictor is None, "predictor= needs a target=", "add target=RATIO")
     return model
 
 # %% ../nbs/11_lmms.ipynb 7
@@ -49,11 +54,14 @@ from lmms_eval.api.model import lmms as _lmms
 class LOPModel(_lmms):
     "lmms-eval model `lop`: any supported model, optionally pruned (`plan=` or `target=` + `scores=`)."
     is_simple = True
-    def __init__(self, pretrained="testbed", plan=None, target=None, scores=None, device=None, dtype="auto",
+    def __init__(self, pretrained="testbed", plan=None, target=None, scores=None, predictor=None, device=None, dtype="auto",
                  batch_size=1, max_new_tokens=16, **kwargs):
         super().__init__()
         self.model, self.processor = load_model(str(pretrained), device, dtype)
-        apply_pruning(self.model, plan, target, scores)
+        if str(pretrained) == "testbed" and target is not None and scores is None and predictor is None:   # the shipped ones
+            from lop.ondemand import testbed_assets
+            scores, predictor = testbed_assets()/"importance_l2.safetensors", testbed_assets()/"predictor.safetensors"
+        apply_pruning(self.model, plan, target, scores, predictor)
         self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.device = next(self.model.parameters()).device
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)

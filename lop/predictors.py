@@ -142,8 +142,8 @@ def _xy(records):
     return t, y
 
 def train_predictor(kind:str, records:list, epochs:int=64, batch_size:int=40, lr:float=1e-3, val_every:int=5,
-                    seed:int=0, progress:bool=True, **hp):
-    "Train a `kind` predictor on dataset `records`; returns (predictor, history)."
+                    seed:int=0, progress:bool=True, checkpoint=None, checkpoint_every:int=10, **hp):
+    "Train a `kind` predictor on dataset `records`; returns (predictor, history). With `checkpoint` (a path), resumable."
     check(len(records) >= 2, f"a predictor needs at least 2 dataset records, got {len(records)}", "generate the dataset first")
     n = {len(r["ratios"]) for r in records}
     check(len(n) == 1, f"the records have different numbers of layers {sorted(n)}", "use records of one model")
@@ -157,7 +157,15 @@ def train_predictor(kind:str, records:list, epochs:int=64, batch_size:int=40, lr
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         (tt, yt), hist = _xy(train), []
         g = torch.Generator().manual_seed(seed)
-        for ep in tqdm(range(epochs), desc=f"train {kind}", disable=not progress, leave=False):
+        settings = fingerprint(kind, epochs, batch_size, lr, val_every, seed, hp, [(r["target"], r["ratios"]) for r in records])
+        ck, start = Path(checkpoint) if checkpoint else None, 0
+        if ck is not None and ck.is_file():
+            try: st = torch.load(ck, weights_only=False)
+            except Exception as e: raise LOPError(f"cannot read the predictor checkpoint {ck} ({type(e).__name__})", f"delete {ck} to start over") from None
+            check(st.get("settings") == settings, f"{ck} belongs to another training run", f"use the same settings and dataset, or delete {ck}")
+            net.load_state_dict(st["net"]); opt.load_state_dict(st["opt"]); g.set_state(st["gen"]); torch.set_rng_state(st["rng"])
+            start, hist = st["epoch"], st["hist"]
+        for ep in tqdm(range(start, epochs), desc=f"train {kind}", disable=not progress, leave=False, initial=start, total=epochs):
             net.train(); perm = torch.randperm(len(tt), generator=g); tot = 0.0
             for i in range(0, len(tt), batch_size):
                 idx = perm[i:i + batch_size]
@@ -168,6 +176,10 @@ def train_predictor(kind:str, records:list, epochs:int=64, batch_size:int=40, lr
                 net.eval()
                 with torch.no_grad(): tv, yv = _xy(val); rec["val_mse"] = F.mse_loss(net(tv), yv).item()
             hist.append(rec)
+            if ck is not None and ((ep + 1) % checkpoint_every == 0 or ep + 1 == epochs):
+                with atomic_path(ck, ".pt") as tmp:
+                    torch.save(dict(settings=settings, net=net.state_dict(), opt=opt.state_dict(), gen=g.get_state(),
+                                    rng=torch.get_rng_state(), epoch=ep + 1, hist=hist), tmp)
     net.eval()
     net.meta = dict(kind=kind, n_layers=net.n_layers, lo=lo, hi=hi, hp=net.hp, epochs=epochs, batch_size=batch_size, lr=lr,
                     seed=seed, trained_range=[records[0]["target"], records[-1]["target"]],
@@ -192,7 +204,7 @@ def predict(net:nn.Module, targets) -> np.ndarray:
     net.eval()
     return project_batch(net(t.float()), t, net.lo, net.hi).numpy()
 
-# %% ../nbs/17_predictors.ipynb 18
+# %% ../nbs/17_predictors.ipynb 20
 def save_predictor(net:nn.Module, path) -> Path:
     "Save a trained predictor (weights + metadata) to `path` atomically."
     meta = dict(getattr(net, "meta", {}), kind=net.kind, n_layers=net.n_layers, lo=net.lo, hi=net.hi, hp=net.hp)

@@ -14,7 +14,7 @@ from .dataset import generate_dataset, target_grid
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'Context', 'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params', 'Context', 'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
 MODES = dict(
@@ -62,10 +62,21 @@ def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     return net
 
 # %% ../nbs/19_reproduce.ipynb 9
+def check_params(**params):
+    "Check papermill parameters given as `name=(value, type or tuple of types)`."
+    for name, (value, kind) in params.items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool): ok = True
+        check(ok, f"parameter {name}={value!r} should be {' or '.join(k.__name__ for k in kinds)}, got {type(value).__name__}",
+              f"pass it as a {kinds[0].__name__} (papermill: -p {name} VALUE)")
+
+# %% ../nbs/19_reproduce.ipynb 12
 class Context:
     "What an experiment notebook works with, built lazily from (model, mode, seed, work_dir)."
     def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work"):
         from lop.lmms import load_model
+        check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)))
         seed_everything(seed)
         self.b, self.seed, self.work = budget(mode), seed, Path(work_dir)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -94,7 +105,7 @@ class Context:
     @property
     def ar(self): return self.predictor("ar_transformer")
 
-# %% ../nbs/19_reproduce.ipynb 11
+# %% ../nbs/19_reproduce.ipynb 14
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures")
 
 def _nbs_dir() -> Path:

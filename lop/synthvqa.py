@@ -10,30 +10,33 @@ from PIL import Image, ImageDraw
 from .core import *
 
 # %% auto 0
-__all__ = ['COLOURS', 'RGB', 'SHAPES', 'ROWS', 'COLS', 'CELLS', 'PAIRS', 'CELL', 'SIZE', 'LETTERS', 'MAXNUM', 'VALUE', 'FREQ',
-           'POPULAR', 'SPLITS', 'TASKS', 'YES_NO', 'ABCD', 'SPLIT_SEEDS', 'cell_words', 'pair_words', 'layout_bucket',
+__all__ = ['COLOURS', 'RGB', 'SHAPES', 'ROWS', 'COLS', 'CELLS', 'PAIRS', 'CELL', 'SIZE', 'MAXNUM', 'VALUE', 'FREQ', 'POPULAR',
+           'SPLITS', 'TASKS', 'YES_NO', 'SPLIT_SEEDS', 'cell_words', 'pair_words', 'value', 'layout_bucket',
            'random_scene', 'render', 'mme_p_pair', 'mme_r_pair', 'mmbench_question', 'mmmu_question', 'pope_pair',
            'task_items', 'make_split', 'calibration_items']
 
 # %% ../nbs/07_synthvqa.ipynb 5
 COLOURS = ("red", "green", "blue", "yellow")
 RGB = dict(red=(220, 40, 40), green=(40, 180, 60), blue=(50, 80, 230), yellow=(230, 210, 40))
-SHAPES = ("circle", "square", "triangle", "diamond")
+SHAPES = ("circle", "square", "triangle")
 ROWS, COLS = ("top", "middle", "bottom"), ("left", "center", "right")
 CELLS = tuple((r, c) for r in range(3) for c in range(3))
 PAIRS = tuple((c, s) for c in COLOURS for s in SHAPES)
 CELL, SIZE = 28, 84
-LETTERS = ("A", "B", "C", "D")
-MAXNUM = 36
+MAXNUM = 27
 
 _world = np.random.RandomState(20260101)
-VALUE = {p: int(v) for p, v in zip(PAIRS, _world.randint(1, 10, size=len(PAIRS)))}
+_table = _world.randint(1, 10, size=(len(PAIRS), len(CELLS)))
+VALUE = {(p, c): int(_table[i, k]) for i, p in enumerate(PAIRS) for k, c in enumerate(CELLS)}
 _order = _world.permutation(len(PAIRS))
 FREQ = np.zeros(len(PAIRS)); FREQ[_order] = 1 / np.arange(1, len(PAIRS) + 1) ** 0.6; FREQ /= FREQ.sum()
 POPULAR = tuple(PAIRS[i] for i in _order)   # most frequent first
 
 def cell_words(cell) -> str: return f"{ROWS[cell[0]]} {COLS[cell[1]]}"
 def pair_words(p) -> str: return f"{p[0]} {p[1]}"
+def value(obj) -> int:
+    "The memorised value of an object `(pair, cell)`."
+    return VALUE[obj]
 
 # %% ../nbs/07_synthvqa.ipynb 8
 SPLITS = dict(test=(0, 1), val=(2, 3), calib=(4,), train=(5, 6, 7, 8, 9))
@@ -43,7 +46,7 @@ def layout_bucket(scene) -> int:
     key = ";".join(f"{c}-{s}@{r}{k}" for (c, s), (r, k) in sorted(scene, key=lambda o: o[1]))
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % 10
 
-def random_scene(rng, split="train", nmin=1, nmax=4):
+def random_scene(rng, split="train", nmin=1, nmax=3):
     "A random scene of `nmin`..`nmax` objects (distinct pairs in distinct cells) whose layout belongs to `split`."
     check(split in SPLITS, f"unknown split {split!r}", f"use one of {tuple(SPLITS)}")
     while True:
@@ -58,23 +61,25 @@ def render(scene, rng) -> Image.Image:
     bg = rng.randint(0, 40)
     im = Image.new("RGB", (SIZE, SIZE), (bg, bg, bg)); d = ImageDraw.Draw(im)
     for (colour, shape), (r, c) in scene:
-        h = rng.randint(16, 23) // 2
-        cx, cy = c * CELL + CELL // 2 + rng.randint(-2, 3), r * CELL + CELL // 2 + rng.randint(-2, 3)
+        h = rng.randint(10, 13)
+        cx, cy = c * CELL + CELL // 2 + rng.randint(-1, 2), r * CELL + CELL // 2 + rng.randint(-1, 2)
         rgb = tuple(int(np.clip(v + rng.randint(-25, 26), 0, 255)) for v in RGB[colour])
         if shape == "circle": d.ellipse([cx - h, cy - h, cx + h, cy + h], fill=rgb)
-        elif shape == "square": k = int(h * 0.85); d.rectangle([cx - k, cy - k, cx + k, cy + k], fill=rgb)
-        elif shape == "triangle": d.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=rgb)
-        else: d.polygon([(cx, cy - h), (cx + h, cy), (cx, cy + h), (cx - h, cy)], fill=rgb)
-    a = np.asarray(im).astype(np.int16) + rng.randint(-20, 21, size=(SIZE, SIZE, 3))
+        elif shape == "square": k = h - 1; d.rectangle([cx - k, cy - k, cx + k, cy + k], fill=rgb)
+        else: d.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=rgb)
+    a = np.asarray(im).astype(np.int16) + rng.randint(-12, 13, size=(SIZE, SIZE, 3))
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 # %% ../nbs/07_synthvqa.ipynb 11
 def _absent(scene): return [p for p in PAIRS if p not in {q for q, _ in scene}]
 def _other(rng, seq, x): return seq[rng.choice([i for i, y in enumerate(seq) if y != x])]
-def _num_options(rng, right, lo, hi, spread=4):
-    near = [v for v in range(max(lo, right - spread), min(hi, right + spread) + 1) if v != right]
-    if len(near) < 3: near = [v for v in range(lo, hi + 1) if v != right]
-    return [str(right)] + [str(v) for v in rng.choice(near, size=3, replace=False)]
+def _num_options(rng, right, lo, hi):
+    "Four consecutive numbers in [lo, hi] holding `right` at a random place of the window (right one first)."
+    start = min(max(lo, right - rng.randint(4)), hi - 3)
+    return [str(right)] + [str(v) for v in range(start, start + 4) if v != right]
+def _at(cell): return f"the object at the {cell_words(cell)}"
+def _two(rng, scene):
+    i, j = rng.choice(len(scene), size=2, replace=False); return scene[i], scene[j]
 
 def mme_p_pair(rng, scene):
     "Perception yes/no pair: existence, count, colour or position."
@@ -87,61 +92,38 @@ def mme_p_pair(rng, scene):
         q = lambda n: f"are there {n} objects in the image ?"
         return sub, [(q(len(scene)), "yes"), (q(_other(rng, (1, 2, 3, 4), len(scene))), "no")]
     if sub == "colour":
-        q = lambda c: f"is the object at the {cell_words(cell)} {c} ?"
+        q = lambda c: f"is {_at(cell)} {c} ?"
         return sub, [(q(p[0]), "yes"), (q(_other(rng, COLOURS, p[0])), "no")]
     q = lambda k: f"is the {pair_words(p)} at the {cell_words(k)} ?"
     return sub, [(q(cell), "yes"), (q(_other(rng, CELLS, cell)), "no")]
 
 def mme_r_pair(rng, scene):
-    "Reasoning yes/no pair over memorised values: total, comparison, value at a cell, sum of two named objects."
-    sub = ("total", "compare", "cell_value", "sum")[rng.randint(4)]
-    if sub == "total" and len(scene) >= 2:
-        t = sum(VALUE[p] for p, _ in scene); d = rng.randint(0, 3)
+    "Reasoning yes/no pair over memorised values: is the value at a cell, or the total value, greater than a number?"
+    sub = ("cell_value", "total")[rng.randint(2)]
+    if sub == "total":
+        t, d = sum(value(o) for o in scene), rng.randint(0, 3)
         q = lambda n: f"is the total value of the objects greater than {n} ?"
         return sub, [(q(max(0, t - 1 - d)), "yes"), (q(t + d), "no")]
-    if sub == "compare":
-        while True:
-            a, b = (PAIRS[i] for i in rng.choice(len(PAIRS), size=2, replace=False))
-            if VALUE[a] != VALUE[b]: break
-        a, b = (a, b) if VALUE[a] > VALUE[b] else (b, a)
-        q = lambda x, y: f"is the value of the {pair_words(x)} greater than the value of the {pair_words(y)} ?"
-        return sub, [(q(a, b), "yes"), (q(b, a), "no")]
-    if sub == "cell_value" or sub == "total":
-        p, cell = scene[rng.randint(len(scene))]; v = VALUE[p]
-        q = lambda n: f"is the value of the object at the {cell_words(cell)} greater than {n} ?"
-        return "cell_value", [(q(rng.randint(max(0, v - 3), v)), "yes"), (q(rng.randint(v, min(9, v + 3) + 1)), "no")]
-    a, b = (PAIRS[i] for i in rng.choice(len(PAIRS), size=2, replace=False))
-    t = VALUE[a] + VALUE[b]; d = rng.randint(0, 3)
-    q = lambda n: f"is the value of the {pair_words(a)} plus the value of the {pair_words(b)} greater than {n} ?"
-    return sub, [(q(max(0, t - 1 - d)), "yes"), (q(t + d), "no")]
+    o = scene[rng.randint(len(scene))]; v = value(o)
+    q = lambda n: f"is the value of {_at(o[1])} greater than {n} ?"
+    return sub, [(q(rng.randint(max(0, v - 3), v)), "yes"), (q(rng.randint(v, min(9, v + 3) + 1)), "no")]
 
 def mmbench_question(rng, scene):
-    "Four-option question: colour or shape at a cell, value of a named object, which object is at a cell."
-    sub = ("colour", "shape", "value", "which")[rng.randint(4)]
-    p, cell = scene[rng.randint(len(scene))]
-    if sub == "colour": return sub, f"what colour is the object at the {cell_words(cell)} ?", [p[0]] + [c for c in COLOURS if c != p[0]]
-    if sub == "shape": return sub, f"what shape is the object at the {cell_words(cell)} ?", [p[1]] + [s for s in SHAPES if s != p[1]]
-    if sub == "value":
-        x = PAIRS[rng.randint(len(PAIRS))]
-        return sub, f"what is the value of the {pair_words(x)} ?", _num_options(rng, VALUE[x], 1, 9, 3)
-    others = [PAIRS[i] for i in rng.choice(len(PAIRS), size=len(PAIRS), replace=False) if PAIRS[i] != p][:3]
-    return sub, f"which object is at the {cell_words(cell)} ?", [pair_words(x) for x in [p] + others]
+    "Four-option question about the object at a cell: its colour, its shape, or its value."
+    sub = ("colour", "shape", "value")[rng.randint(3)]
+    o = scene[rng.randint(len(scene))]; (colour, shape), cell = o
+    if sub == "colour": return sub, f"what colour is {_at(cell)} ?", [colour] + [c for c in COLOURS if c != colour]
+    if sub == "shape": return sub, f"what shape is {_at(cell)} ?", [shape] + [s for s in SHAPES if s != shape] + ["nothing"]
+    return sub, f"what is the value of {_at(cell)} ?", _num_options(rng, value(o), 1, 9)
 
 def mmmu_question(rng, scene):
-    "Four-option multi-step question: total value, the most valuable object, a difference of values, a filtered total."
-    sub = ("total", "argmax", "difference", "colour_total")[rng.randint(4)]
-    vals = [VALUE[p] for p, _ in scene]
-    if sub == "argmax" and len(scene) >= 2 and vals.count(max(vals)) == 1:
-        best = scene[int(np.argmax(vals))][0]
-        rivals = [p for p, _ in scene if p != best] + sorted(_absent(scene), key=lambda x: -VALUE[x] + rng.rand() * 3)
-        return sub, "which object in the image has the largest value ?", [pair_words(x) for x in [best] + rivals[:3]]
-    if sub == "difference" and len(scene) >= 2:
-        i, j = sorted(rng.choice(len(scene), size=2, replace=False), key=lambda k: -vals[k])
-        return sub, (f"what is the value of the object at the {cell_words(scene[i][1])} minus the value of the object "
-                     f"at the {cell_words(scene[j][1])} ?"), _num_options(rng, vals[i] - vals[j], 0, 8, 3)
-    if sub == "colour_total":
-        c = scene[rng.randint(len(scene))][0][0]
-        return sub, f"what is the total value of the {c} objects ?", _num_options(rng, sum(VALUE[p] for p, _ in scene if p[0] == c), 1, MAXNUM)
+    "Four-option multi-step question: the total value of the objects, or the difference of the values at two cells."
+    vals = [value(o) for o in scene]
+    if rng.randint(2) and len(set(vals)) > 1:
+        while True:
+            a, b = sorted(_two(rng, scene), key=lambda o: -value(o))
+            if value(a) > value(b): break
+        return "difference", f"what is the value of {_at(a[1])} minus the value of {_at(b[1])} ?", _num_options(rng, value(a) - value(b), 1, 8)
     return "total", "what is the total value of the objects ?", _num_options(rng, sum(vals), 1, MAXNUM)
 
 def pope_pair(rng, scene):
@@ -157,12 +139,12 @@ def pope_pair(rng, scene):
 
 # %% ../nbs/07_synthvqa.ipynb 14
 TASKS = ("mme_p", "mme_r", "mmbench", "mmmu", "pope")
-YES_NO, ABCD = ["yes", "no"], list(LETTERS)
+YES_NO = ["yes", "no"]
 
 def _mc(question, options, order):
-    "The question with its options in `order` (a permutation of 0..3, 0 = right answer) and the right letter."
-    text = question + " options " + " ".join(f"{l} : {options[k]}" for l, k in zip(LETTERS, order))
-    return text, LETTERS[list(order).index(0)]
+    "The question with its options in `order` (a permutation of 0..3, 0 = right answer), and the options in that order."
+    shown = [options[k] for k in order]
+    return question + " options " + " , ".join(shown), shown
 
 def task_items(task, rng, split, uid, circular=True):
     "The items of one unit (one image) of `task`: MME/POPE pairs, or an MMBench question (4 rotations) / MMMU question."
@@ -176,8 +158,8 @@ def task_items(task, rng, split, uid, circular=True):
     sub, question, options = (mmbench_question if task == "mmbench" else mmmu_question)(rng, scene)
     perm = list(rng.permutation(4))
     orders = [perm[k:] + perm[:k] for k in range(4)] if (task == "mmbench" and circular) else [perm]
-    return [dict(base, id=f"{base['group']}/{i}", subtask=sub, question=q, answer=a, candidates=ABCD)
-            for i, (q, a) in enumerate(_mc(question, options, o) for o in orders)]
+    return [dict(base, id=f"{base['group']}/{i}", subtask=sub, question=q, answer=options[0], candidates=shown)
+            for i, (q, shown) in enumerate(_mc(question, options, o) for o in orders)]
 
 SPLIT_SEEDS = dict(train=0, calib=1_000_003, val=2_000_003, test=3_000_003)
 

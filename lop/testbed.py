@@ -16,8 +16,8 @@ from .synthvqa import *
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor',
            'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item', 'fact_item',
-           'training_items', 'encode_training', 'answer_loss', 'train_testbed', 'save_testbed', 'load_processor',
-           'load_testbed']
+           'training_items', 'encode_training', 'answer_loss', 'grow', 'train_testbed', 'save_testbed',
+           'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -25,8 +25,8 @@ _WORDS = ("yes no ? , . : options describe the image is there a an in are object
           "how many value total greater than which has largest smallest minus plus sum values and nothing").split()
 
 def vocabulary() -> list[str]:
-    "Every token of the testbed tokenizer: special tokens, template words, colours, shapes, cells, letters, numbers."
-    words = _WORDS + list(COLOURS) + list(SHAPES) + list(ROWS) + list(COLS) + list(LETTERS) + [str(i) for i in range(MAXNUM + 1)]
+    "Every token of the testbed tokenizer: special tokens, template words, colours, shapes, cells, numbers."
+    words = _WORDS + list(COLOURS) + list(SHAPES) + list(ROWS) + list(COLS) + [str(i) for i in range(MAXNUM + 1)]
     return SPECIAL + list(dict.fromkeys(words))
 
 def build_tokenizer() -> tf.PreTrainedTokenizerFast:
@@ -85,7 +85,7 @@ class TestbedProcessor:
 def build_processor() -> TestbedProcessor: return TestbedProcessor(build_tokenizer(), build_image_processor())
 
 # %% ../nbs/08_testbed.ipynb 9
-def testbed_config(tokenizer, hidden=128, ffn=96, layers=12, heads=4, kv_heads=2, vision_depth=2) -> tf.Qwen2_5_VLConfig:
+def testbed_config(tokenizer, hidden=128, ffn=96, layers=12, heads=4, kv_heads=2, vision_depth=2, vision_hidden=64) -> tf.Qwen2_5_VLConfig:
     "A tiny Qwen2.5-VL configuration for the testbed vocabulary."
     half = hidden // heads // 2
     t = half // 4; h = (half - t) // 2
@@ -95,7 +95,7 @@ def testbed_config(tokenizer, hidden=128, ffn=96, layers=12, heads=4, kv_heads=2
                 num_key_value_heads=kv_heads, vocab_size=len(tokenizer), max_position_embeddings=256,
                 rope_parameters={"rope_type": "default", "mrope_section": [t, h, half - t - h], "rope_theta": 1e4},
                 bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], tie_word_embeddings=True)
-    vision = dict(depth=vision_depth, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=hidden,
+    vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_heads=2, out_hidden_size=hidden,
                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[vision_depth - 1], window_size=56)
     return tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["img"], video_token_id=ids["vid"],
                                vision_start_token_id=ids["vs"], vision_end_token_id=ids["ve"], bos_token_id=ids["bos"],
@@ -108,7 +108,7 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=1.0, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=1.0, caption=1.0, lookup=1.0, fact=0.5)
+MIXTURE = dict(mme_p=1.0, mme_r=1.0, mmbench=1.0, mmmu=1.0, pope=0.5, caption=2.0, lookup=0.5, fact=0.5)
 
 def caption_item(rng, split="train") -> dict:
     "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
@@ -125,9 +125,10 @@ def lookup_item(rng, split="train") -> dict:
                 answer=pair_words(occupied[cell]) if cell in occupied else "nothing", image=render(scene, rng))
 
 def fact_item(rng, split="train") -> dict:
-    "`what is the value of the <pair> ?` → its value (the image is a distraction)."
-    scene, p = random_scene(rng, split), PAIRS[rng.randint(len(PAIRS))]
-    return dict(task="fact", question=f"what is the value of the {pair_words(p)} ?", answer=str(VALUE[p]), image=render(scene, rng))
+    "`what is the value of a <pair> at the <cell> ?` → its value (the image is a distraction): the table, taught in words."
+    scene, obj = random_scene(rng, split), (PAIRS[rng.randint(len(PAIRS))], CELLS[rng.randint(9)])
+    return dict(task="fact", question=f"what is the value of a {pair_words(obj[0])} at the {cell_words(obj[1])} ?",
+                answer=str(value(obj)), image=render(scene, rng))
 
 def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
     "`n` training items drawn from the task `mixture` (weights)."
@@ -164,38 +165,63 @@ def _lr(step, steps, warmup, lr):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-READING = dict(caption=1.0, lookup=1.0)
+READING = dict(caption=3.0, lookup=1.0)
+
+def grow(model, processor, layers:int, **model_kw):
+    "A `layers`-deep copy of `model`: every decoder layer is followed by copies of itself whose output projections are zero, so the function is unchanged."
+    n = len(model.model.language_model.layers)
+    check(layers % n == 0, f"cannot grow {n} decoder layers into {layers}", f"use a multiple of {n}")
+    k, out = layers // n, build_model(processor, **dict(model_kw, layers=layers))
+    sd, pre = {}, "model.language_model.layers."
+    for key, v in model.state_dict().items():
+        if not key.startswith(pre): sd[key] = v; continue
+        i, rest = key[len(pre):].split(".", 1)
+        for j in range(k):
+            sd[f"{pre}{int(i) * k + j}.{rest}"] = v.clone() if j == 0 or rest not in ("self_attn.o_proj.weight", "mlp.down_proj.weight") else torch.zeros_like(v)
+    out.load_state_dict(sd)
+    return out
+
+def _depth(step, layers, grow_at):
+    return max([layers] + [l for s, l in (grow_at or {}).items() if step >= int(s)])
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
-                  reading_steps=1000, reading_mixture=READING):
+                  reading_steps=1000, reading_mixture=READING, grow_at=None):
     "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
-    proc = build_processor()
-    model = build_model(proc, seed=seed, **(model_kw or {}))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    proc, kw = build_processor(), dict(model_kw or {})
+    layers0 = kw.pop("layers", 12)
     ck, start, hist = out/"checkpoint.pt", 0, []
     cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
-               reading_steps=reading_steps, reading_mixture=reading_mixture)
+               reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
+    state = None
     if ck.exists():
         try: state = torch.load(ck, weights_only=False)
         except Exception as e: raise LOPError(f"cannot read the training checkpoint {ck} ({e})", f"delete {ck} to start over") from None
-        check(state["config"] == cfg,
-              f"{ck} belongs to a run with other settings", f"use the same settings or delete {ck}")
-        model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); start, hist = state["step"], state["history"]
+        check(state["config"] == cfg, f"{ck} belongs to a run with other settings", f"use the same settings or delete {ck}")
+        start, hist = state["step"], state["history"]
+    model = build_model(proc, seed=seed, layers=_depth(start - 1, layers0, grow_at) if start else layers0, **kw)   # the checkpoint's depth
+    new_opt = lambda: torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = new_opt()
+    if state is not None: model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
     model.train()
     t0 = time.perf_counter() - (hist[-1]["seconds"] if hist else 0)
     bar = tqdm(range(start, min(steps, until or steps)), desc="train testbed", disable=not progress, initial=start, total=steps)
     for step in bar:
+        depth = _depth(step, layers0, grow_at)
+        if depth != len(model.model.language_model.layers):   # grow, with fresh optimiser moments
+            model = grow(model, proc, depth, **kw).train(); opt = new_opt()
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         b = encode_training(proc, training_items(rng, batch_size, reading_mixture if step < reading_steps else mixture))
         labels = b.pop("labels")
-        for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr)
+        since = step - max([0] + [int(s) for s in (grow_at or {}) if step >= int(s)])
+        for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * min(1.0, (since + 1) / warmup)
         loss = answer_loss(model(**b, use_cache=False).logits, labels)
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-        hist.append(dict(step=step + 1, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], seconds=round(time.perf_counter() - t0, 2)))
+        hist.append(dict(step=step + 1, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], layers=depth,
+                         seconds=round(time.perf_counter() - t0, 2)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 in (steps, until):
             with atomic_path(ck) as tmp:
@@ -204,7 +230,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model.eval()
     return model, proc, hist
 
-# %% ../nbs/08_testbed.ipynb 19
+# %% ../nbs/08_testbed.ipynb 20
 def save_testbed(model, processor, path, **meta) -> Path:
     "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)

@@ -41,3 +41,18 @@ def test_pruning_spec_by_target_and_scores(untrained, tmp_path):
     save_importance(collect_importance(m, calib, progress=False), tmp_path / "s.safetensors")
     apply_pruning(m, target=0.5, scores=str(tmp_path / "s.safetensors"))
     assert [f.width for f in find_ffns(m)] == [48, 48]
+
+def test_pruning_spec_by_target_scores_and_predictor(untrained, tmp_path):
+    import numpy as np
+    from lop.importance import collect_importance, save_importance
+    from lop.models import find_ffns
+    from lop.predictors import train_predictor, save_predictor, predict
+    from lop.prune import kept_width
+    m, proc = load_model(str(untrained / "model"), device="cpu")
+    save_importance(collect_importance(m, [proc(["<bos> is there a red circle ?"], images=None)], progress=False), tmp_path / "s.safetensors")
+    recs = [dict(target=t, ratios=[1.5 * t, 0.5 * t], lo=0.0, hi=0.95) for t in np.round(np.arange(0.05, 0.61, 0.05), 3)]
+    net, _ = train_predictor("mlp", recs, epochs=50, progress=False)
+    save_predictor(net, tmp_path / "p.safetensors")
+    apply_pruning(m, target=0.4, scores=str(tmp_path / "s.safetensors"), predictor=str(tmp_path / "p.safetensors"))
+    assert [f.width for f in find_ffns(m)] == [kept_width(96, r) for r in predict(net, [0.4])[0]]
+    with pytest.raises(LOPError, match="predictor= needs a target="): apply_pruning(m, predictor=str(tmp_path / "p.safetensors"))

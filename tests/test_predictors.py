@@ -66,3 +66,38 @@ def test_save_load_and_refusals(tmp_path):
     with pytest.warns(LOPWarning, match="extrapolated"): predict(net, 0.75)
     with pytest.raises(LOPError, match="unknown predictor kind"): make_predictor("gru", 6)
     with pytest.raises(LOPError, match="at least 2"): train_predictor("mlp", synthetic_records()[:1])
+
+KILL_SCRIPT = """
+import sys, numpy as np
+from lop.mcts import project
+from lop.predictors import train_predictor, save_predictor
+s = np.linspace(2.0, 0.5, 6)
+recs = [dict(target=float(t), ratios=project(t / s / (1 / s).mean(), t, 0, 0.95).tolist(), lo=0.0, hi=0.95)
+        for t in np.round(np.arange(0.05, 0.61, 0.025), 4)]
+net, _ = train_predictor("ar_transformer", recs, epochs=120, progress=False, checkpoint=sys.argv[1], checkpoint_every=1)
+save_predictor(net, sys.argv[2])
+"""
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    import os, random, signal, subprocess, sys, time
+    from safetensors.torch import load_file
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = lambda ck, out: subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(ck), str(out)], env=env)
+    assert run(tmp_path / "ref.pt", tmp_path / "ref.safetensors").wait(timeout=600) == 0
+    ck, out, rng, killed = tmp_path / "run.pt", tmp_path / "run.safetensors", random.Random(0), 0
+    stamp = lambda: ck.stat().st_mtime_ns if ck.exists() else 0
+    for attempt in range(100):
+        p, k = run(ck, out), rng.randint(1, 25)           # kill after a random number of checkpointed epochs
+        seen, last = 0, stamp()
+        while p.poll() is None and seen < k:
+            time.sleep(0.005)
+            if stamp() != last: seen, last = seen + 1, stamp()
+        if p.poll() is not None:
+            assert p.returncode == 0
+            break
+        p.send_signal(signal.SIGKILL); p.wait(); killed += 1
+        torch.load(ck, weights_only=False)                  # the checkpoint is always readable
+    else: pytest.fail("the run never finished")
+    assert killed >= 2
+    ref, got = load_file(tmp_path / "ref.safetensors"), load_file(out)
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
