@@ -14,15 +14,15 @@ from .core import *
 from .synthvqa import *
 
 # %% auto 0
-__all__ = ['SPECIAL', 'MIXTURE', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor', 'TestbedProcessor',
-           'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item', 'fact_item',
-           'training_items', 'encode_training', 'answer_loss', 'grow', 'train_testbed', 'save_testbed',
-           'load_processor', 'load_testbed']
+__all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
+           'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
+           'fact_item', 'where_item', 'count_item', 'training_items', 'encode_training', 'answer_loss', 'grow',
+           'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 _WORDS = ("yes no ? , . : options describe the image is there a an in are objects object at of what colour shape "
-          "how many value total greater than which has largest smallest minus plus sum values and nothing").split()
+          "how many value total greater than which has largest smallest minus plus sum values and nothing where nowhere").split()
 
 def vocabulary() -> list[str]:
     "Every token of the testbed tokenizer: special tokens, template words, colours, shapes, cells, numbers."
@@ -108,7 +108,7 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=1.0, mme_r=1.0, mmbench=1.0, mmmu=1.0, pope=0.5, caption=2.0, lookup=0.5, fact=0.5)
+MIXTURE = dict(mme_p=0.75, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=0.5, caption=0.75, lookup=0.5, where=0.5, count=0.25, fact=0.75)
 
 def caption_item(rng, split="train") -> dict:
     "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
@@ -130,14 +130,26 @@ def fact_item(rng, split="train") -> dict:
     return dict(task="fact", question=f"what is the value of a {pair_words(obj[0])} at the {cell_words(obj[1])} ?",
                 answer=str(value(obj)), image=render(scene, rng))
 
+def where_item(rng, split="train") -> dict:
+    "`where is the <pair> ?` → its cell (`top left`) or `nowhere`: finding an object by what it looks like, the step before existence questions."
+    scene = random_scene(rng, split)
+    p = PAIRS[rng.randint(len(PAIRS))] if rng.rand() < 0.3 else scene[rng.randint(len(scene))][0]
+    cell = dict(scene).get(p)
+    return dict(task="where", question=f"where is the {pair_words(p)} ?", answer=cell_words(cell) if cell else "nowhere", image=render(scene, rng))
+
+def count_item(rng, split="train") -> dict:
+    "`how many objects are there ?` → the number."
+    scene = random_scene(rng, split)
+    return dict(task="count", question="how many objects are there ?", answer=str(len(scene)), image=render(scene, rng))
+
+AUXILIARY = dict(caption=caption_item, lookup=lookup_item, where=where_item, count=count_item, fact=fact_item)
+
 def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
     "`n` training items drawn from the task `mixture` (weights)."
     names = list(mixture); w = np.array([mixture[k] for k in names], dtype=float); w /= w.sum()
     out = []
     for task in rng.choice(names, size=n, p=w):
-        if task == "caption": out.append(caption_item(rng))
-        elif task == "fact": out.append(fact_item(rng))
-        elif task == "lookup": out.append(lookup_item(rng))
+        if task in AUXILIARY: out.append(AUXILIARY[task](rng))
         else:
             items = task_items(task, rng, "train", 0, circular=False)
             out.append(items[rng.randint(len(items))])
