@@ -1,0 +1,34 @@
+"The shipped testbed: it loads offline, reproduces its committed dense numbers, and lmms-eval agrees with `Evaluator`."
+import json
+from pathlib import Path
+import pandas as pd, pytest
+from lop.evaluate import Evaluator
+from lop.reproduce import budget
+from lop.synthvqa import TASKS, make_split
+from lop.testbed import load_testbed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def testbed(): return load_testbed()
+
+def test_shipped_testbed_reproduces_the_committed_dense_numbers(testbed):
+    prov = json.loads((ROOT / "results" / "provenance.json").read_text())["testbed_dense.csv"]
+    committed = pd.read_csv(ROOT / "results" / "testbed_dense.csv").iloc[0]
+    items = make_split("test", budget(prov["mode"])["test_units"], seed=prov["seed"])
+    assert len(items) == prov["test_items"]
+    res = Evaluator(*testbed, items, progress=False).evaluate()
+    for k in (*TASKS, "average"): assert res[k] == committed[k], k
+
+def test_lmms_eval_agrees_with_the_evaluator(testbed, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+    from lop.lmms import LOPModel, write_lmms_tasks
+    items = make_split("test", 8)
+    write_lmms_tasks(tmp_path / "tasks", items=items)
+    res = simple_evaluate(model=LOPModel(pretrained="testbed", device="cpu"), tasks=["lop_synthvqa"], bootstrap_iters=0,
+                          task_manager=TaskManager(include_path=str(tmp_path / "tasks"), include_defaults=False), verbosity="ERROR")
+    ours = Evaluator(*testbed, items, progress=False).evaluate()
+    for t in TASKS:
+        assert abs(res["results"][f"lop_synthvqa_{t}"]["lop_score,none"] - ours[t]) <= 0.5, (t, res["results"], ours)
