@@ -227,8 +227,8 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         b = encode_training(proc, training_items(rng, batch_size, reading_mixture if step < reading_steps else mixture))
         labels = b.pop("labels")
-        since = step - max([0] + [int(s) for s in (grow_at or {}) if step >= int(s)])
-        for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * min(1.0, (since + 1) / warmup)
+        grown = [int(s) for s in (grow_at or {}) if 0 < int(s) <= step]   # re-warm-up after the last growth only
+        for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
         loss = answer_loss(model(**b, use_cache=False).logits, labels)
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
