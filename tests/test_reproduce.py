@@ -26,3 +26,25 @@ def test_every_notebook_runs_and_writes_its_artefacts(tmp_path):
 def test_bad_mode_and_notebook(tmp_path):
     with pytest.raises(LOPError, match="unknown mode"): budget("fast")
     with pytest.raises(LOPError, match="unknown experiment notebook"): reproduce("smoke", notebooks=["table9"], root=tmp_path)
+
+def test_killed_reproduction_resumes_without_redoing_finished_notebooks(tmp_path):
+    import os, random, signal, subprocess, sys, time
+    proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path / "model")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [str(Path(sys.executable).parent / "lop"), "reproduce", "--smoke", "--model", str(tmp_path / "model")]
+    stamps = tmp_path / "runs/smoke/work/stamps.json"
+    done = lambda: set(json.loads(stamps.read_text())) if stamps.is_file() else set()
+    k = random.Random(0).randint(1, len(NOTEBOOKS) - 2)     # kill while the (k+1)-th notebook runs
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while p.poll() is None and len(done()) < k: time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be killed"
+    p.send_signal(signal.SIGKILL); p.wait()
+    finished = done()                                     # the stamps file is never half-written
+    assert len(finished) >= k
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    status = dict(line.split(": ", 1) for line in r.stdout.splitlines() if line.split(":")[0] in NOTEBOOKS)
+    assert {n for n, s in status.items() if s == "skipped"} == finished and len(status) == len(NOTEBOOKS)
+    res = tmp_path / "runs/smoke/results"
+    for t in TABLES: assert (res / f"{t}.csv").is_file(), t
+    assert all((res / "executed" / f"{n}.ipynb").is_file() for n in NOTEBOOKS)
