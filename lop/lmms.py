@@ -40,11 +40,10 @@ def apply_pruning(model, plan=None, target=None, scores=None, predictor=None):
     if plan is not None: return slice_ffn(model, Plan.load(plan))
     if target is not None:
         check(scores is not None, "target= needs importance scores to choose the neurons", "add scores=PATH (saved by lop.importance.save_importance)")
-        imp, ratios = load_importance(scores, model=model), float(target)
         if predictor is not None:
-            from lop.predictors import load_predictor, predict
-            ratios = predict(load_predictor(predictor, n_layers=len(imp)), [ratios])[0]
-        return slice_ffn(model, make_plan(imp, ratios))
+            from lop.ondemand import prune_to
+            return prune_to(model, float(target), predictor, scores)[0]
+        return slice_ffn(model, make_plan(load_importance(scores, model=model), float(target)))
     check(predictor is None, "predictor= needs a target=", "add target=RATIO")
     return model
 
@@ -58,10 +57,10 @@ class LOPModel(_lmms):
                  batch_size=1, max_new_tokens=16, **kwargs):
         super().__init__()
         self.model, self.processor = load_model(str(pretrained), device, dtype)
-        if str(pretrained) == "testbed" and target is not None and scores is None and predictor is None:   # the shipped ones
-            from lop.ondemand import testbed_assets
-            scores, predictor = testbed_assets()/"importance_l2.safetensors", testbed_assets()/"predictor.safetensors"
-        apply_pruning(self.model, plan, target, scores, predictor)
+        if str(pretrained) == "testbed" and target is not None and scores is None and predictor is None:
+            from lop.ondemand import prune_to
+            prune_to(self.model, float(target))   # with the predictor and scores shipped beside the testbed
+        else: apply_pruning(self.model, plan, target, scores, predictor)
         self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.device = next(self.model.parameters()).device
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)

@@ -193,8 +193,8 @@ def grow(model, processor, layers:int, **model_kw):
     out.load_state_dict(sd)
     return out
 
-def _depth(step, layers, grow_at):
-    return max([layers] + [l for s, l in (grow_at or {}).items() if step >= int(s)])
+def _depth(step, layers, stages):
+    return max([layers] + [l for s, l in stages.items() if step >= s])
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
@@ -203,7 +203,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
     proc, kw = build_processor(), dict(model_kw or {})
-    layers0 = kw.pop("layers", 12)
+    layers0, stages = kw.pop("layers", 12), {int(s): l for s, l in (grow_at or {}).items()}   # keys may be strings (JSON)
     ck, start, hist = out/"checkpoint.pt", 0, []
     cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
                reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
@@ -213,7 +213,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         except Exception as e: raise LOPError(f"cannot read the training checkpoint {ck} ({e})", f"delete {ck} to start over") from None
         check(state["config"] == cfg, f"{ck} belongs to a run with other settings", f"use the same settings or delete {ck}")
         start, hist = state["step"], state["history"]
-    model = build_model(proc, seed=seed, layers=_depth(start - 1, layers0, grow_at) if start else layers0, **kw)   # the checkpoint's depth
+    model = build_model(proc, seed=seed, layers=_depth(start - 1, layers0, stages) if start else layers0, **kw)   # the checkpoint's depth
     new_opt = lambda: torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     opt = new_opt()
     if state is not None: model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
@@ -221,13 +221,13 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     t0 = time.perf_counter() - (hist[-1]["seconds"] if hist else 0)
     bar = tqdm(range(start, min(steps, until or steps)), desc="train testbed", disable=not progress, initial=start, total=steps)
     for step in bar:
-        depth = _depth(step, layers0, grow_at)
+        depth = _depth(step, layers0, stages)
         if depth != len(model.model.language_model.layers):   # grow, with fresh optimiser moments
             model = grow(model, proc, depth, **kw).train(); opt = new_opt()
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         b = encode_training(proc, training_items(rng, batch_size, reading_mixture if step < reading_steps else mixture))
         labels = b.pop("labels")
-        grown = [int(s) for s in (grow_at or {}) if 0 < int(s) <= step]   # re-warm-up after the last growth only
+        grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
         loss = answer_loss(model(**b, use_cache=False).logits, labels)
         opt.zero_grad(set_to_none=True); loss.backward()
