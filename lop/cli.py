@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb 2
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, math, sys, time
 from pathlib import Path
 import torch
 from .core import *
@@ -14,10 +14,20 @@ from .prune import *
 from .toy import *
 
 # %% auto 0
-__all__ = ['demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_bench',
+__all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_bench',
            'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
+def ratio_arg(text:str) -> float:
+    "A pruning ratio from the command line: a finite number in [0, 1), the fraction of FFN neurons to remove."
+    try: r = float(text)
+    except (TypeError, ValueError): r = math.nan
+    if not (math.isfinite(r) and 0 <= r < 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a pruning ratio: use a number in [0, 1), the fraction of "
+                                         "FFN neurons to remove (e.g. 0.3)")
+    return r
+
+# %% ../nbs/09_cli.ipynb 8
 def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0, progress:bool=True) -> dict:
     "Run importance → plan → masked/sliced → save/load on a toy model of family `kind`; return the summary."
     t0 = time.perf_counter()
@@ -55,7 +65,7 @@ def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0
     say(f"wrote {Path(out)/'summary.json'} and the pruned checkpoint {path}")
     return summary
 
-# %% ../nbs/09_cli.ipynb 8
+# %% ../nbs/09_cli.ipynb 11
 def _load(model, device=None):
     from lop.lmms import load_model
     return load_model(model, device or "cpu")
@@ -137,14 +147,14 @@ def _parser() -> argparse.ArgumentParser:
         return s
     d = add("demo", None, "importance → plan → pruned model on a tiny random model (seconds, offline)", model=False)
     d.add_argument("--kind", default="qwen2_5_vl", choices=TOY_KINDS)
-    d.add_argument("--ratio", type=float, default=0.3, help="pruning ratio of every layer, in [0, 1)")
+    d.add_argument("--ratio", type=ratio_arg, default=0.3, help="pruning ratio of every layer, in [0, 1)")
     d.add_argument("--out", default="runs/demo", help="output folder")
     s = add("importance", cmd_importance, "neuron importance over the calibration set")
     s.add_argument("--out", required=True); s.add_argument("--metric", default="l2", choices=METRICS)
     s.add_argument("--n", type=int, default=500); s.add_argument("--batch-size", type=int, default=32)
     s = add("eval", cmd_eval, "SynthVQA metrics of a model, optionally pruned")
     s.add_argument("--split", default="test", choices=["val", "test"]); s.add_argument("--n", type=int, default=50)
-    s.add_argument("--plan"); s.add_argument("--target", type=float); s.add_argument("--scores"); s.add_argument("--predictor")
+    s.add_argument("--plan"); s.add_argument("--target", type=ratio_arg); s.add_argument("--scores"); s.add_argument("--predictor")
     s.add_argument("--out")
     for name, fn, help in (("search", cmd_search, "MCTS for one target on the validation split"),
                            ("dataset", cmd_dataset, "MCTS over a grid of targets (the predictor's training data; resumable)")):
@@ -152,9 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--scores", required=True); s.add_argument("--out", required=True)
         s.add_argument("--n", type=int, default=30, help="validation units per task")
         s.add_argument("--simulations", type=int, default=300); s.add_argument("--evaluations", type=int, default=200)
-        if name == "search": s.add_argument("--target", type=float, required=True)
+        if name == "search": s.add_argument("--target", type=ratio_arg, required=True)
         else:
-            s.add_argument("--lo", type=float, default=0.05); s.add_argument("--hi", type=float, default=0.60)
+            s.add_argument("--lo", type=ratio_arg, default=0.05); s.add_argument("--hi", type=ratio_arg, default=0.60)
             s.add_argument("--step", type=float, default=0.025)
     s = add("train", cmd_train, "train a predictor on a search dataset", model=False)
     s.add_argument("--dataset", required=True); s.add_argument("--out", required=True)
@@ -169,13 +179,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="results"); s.add_argument("--device", default=None); s.add_argument("--quick", action="store_true")
     s.add_argument("--shape", default="3b", choices=["3b", "7b"]); s.add_argument("--layers", type=int, default=None)
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
-    s.add_argument("--target", type=float, required=True); s.add_argument("--out", required=True)
+    s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
     return p
 
 def main(argv=None) -> int:
-    "Entry point of the `lop` command."
-    args = _parser().parse_args(argv)
+    "Entry point of the `lop` command; returns the exit status (2 for bad arguments or an `LOPError`)."
+    try: args = _parser().parse_args(argv)
+    except SystemExit as e: return e.code   # argparse has printed the usage and what was wrong
     try:
         if args.cmd == "demo": demo(args.kind, args.ratio, args.out, args.seed)
         else: args.fn(args)

@@ -1,5 +1,6 @@
 import json
 import pytest
+from hypothesis import given, settings, HealthCheck, strategies as st
 from lop.cli import main
 from lop.dataset import read_dataset
 from lop.models import find_ffns
@@ -35,3 +36,17 @@ def test_errors_are_reported_not_raised(model_dir, tmp_path, capsys):
                  "--predictor", str(tmp_path / "missing.safetensors"), "--scores", str(tmp_path / "missing2")]) == 2
     assert "no predictor file" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "nowhere")]) == 2
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.one_of(st.text(max_size=10), st.floats(allow_nan=True, allow_infinity=True).map(repr)),
+       cmd=st.sampled_from(["prune", "search", "eval"]))
+def test_fuzzed_ratios_are_refused_before_any_work(target, cmd, tmp_path, capsys):
+    "Any --target either is a valid ratio or makes the command exit with status 2, naming it, before anything is written."
+    try: ok = 0 <= float(target) < 1
+    except ValueError: ok = False
+    if ok: return   # valid ratios run the command: covered above
+    out = tmp_path / "out"
+    args = [cmd, "--model", "no-such-model", f"--target={target}", "--out", str(out)] + (["--scores", "s"] if cmd == "search" else [])
+    assert main(args) == 2
+    assert "is not a pruning ratio" in capsys.readouterr().err and not out.exists()
