@@ -15,8 +15,8 @@ from .testbed import load_testbed, load_processor
 from .synthvqa import make_split, TASKS
 
 # %% auto 0
-__all__ = ['load_model', 'apply_pruning', 'LOPModel', 'doc_to_visual', 'doc_to_text', 'process_results', 'aggregate',
-           'write_lmms_tasks']
+__all__ = ['PAPER_LMMS', 'SYNTHVQA_LMMS', 'load_model', 'apply_pruning', 'LOPModel', 'LMMSEvaluator', 'doc_to_visual',
+           'doc_to_text', 'process_results', 'aggregate', 'write_lmms_tasks']
 
 # %% ../nbs/11_lmms.ipynb 5
 def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto"):
@@ -56,14 +56,25 @@ class LOPModel(_lmms):
     def __init__(self, pretrained="testbed", plan=None, target=None, scores=None, predictor=None, device=None, dtype="auto",
                  batch_size=1, max_new_tokens=16, **kwargs):
         super().__init__()
-        self.model, self.processor = load_model(str(pretrained), device, dtype)
+        model, processor = load_model(str(pretrained), device, dtype)
         if str(pretrained) == "testbed" and target is not None and scores is None and predictor is None:
             from lop.ondemand import prune_to
-            prune_to(self.model, float(target))   # with the predictor and scores shipped beside the testbed
-        else: apply_pruning(self.model, plan, target, scores, predictor)
+            prune_to(model, float(target))   # with the predictor and scores shipped beside the testbed
+        else: apply_pruning(model, plan, target, scores, predictor)
+        self._setup(model, processor, batch_size, max_new_tokens)
+
+    def _setup(self, model, processor, batch_size=1, max_new_tokens=16):
+        self.model, self.processor = model, processor
         self.batch_size_per_gpu, self.max_new_tokens = int(batch_size), int(max_new_tokens)
         self.device = next(self.model.parameters()).device
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+
+    @classmethod
+    def wrap(cls, model, processor, batch_size=1, max_new_tokens=16):
+        "An lmms-eval model around an already loaded `model` (masking it later affects what it answers)."
+        self = cls.__new__(cls); _lmms.__init__(self)
+        self._setup(model, processor, batch_size, max_new_tokens)
+        return self
 
     @torch.no_grad()
     def _generate(self, context, images, gen_kwargs):
@@ -92,6 +103,37 @@ class LOPModel(_lmms):
         raise NotImplementedError("the lop lmms-eval model answers single-round generate_until tasks")
 
 # %% ../nbs/11_lmms.ipynb 9
+PAPER_LMMS = dict(mme_p=("mme", "mme_perception_score", 1 / 20), mme_r=("mme", "mme_cognition_score", 1 / 8),
+                  mmbench=("mmbench_en_dev_static", "gpt_eval_score", 1.0), mmmu=("mmmu_val", "mmmu_acc", 100.0),
+                  pope=("pope", "pope_accuracy", 100.0))
+SYNTHVQA_LMMS = {t: (f"lop_synthvqa_{t}", "lop_score", 1.0) for t in TASKS}
+
+class LMMSEvaluator:
+    "Score an in-memory model (optionally masked by a plan) with lmms-eval tasks: `{key: (task, metric, scale)}`."
+    def __init__(self, model, processor, tasks:dict=PAPER_LMMS, limit=None, include_path=None, max_new_tokens=16):
+        from lmms_eval.tasks import TaskManager
+        self.model, self.processor, self.spec, self.limit, self.max_new_tokens = model, processor, dict(tasks), limit, max_new_tokens
+        self.task_manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=include_path is None)
+        names = sorted({t for t, _, _ in self.spec.values()})
+        missing = [t for t in names if t not in self.task_manager.all_tasks]
+        check(not missing, f"lmms-eval does not know the task(s) {missing}", "update lmms-eval, or pass include_path= for local tasks")
+        self.names = names
+
+    def evaluate(self, plan=None, compensate=None) -> dict:
+        "The five scores (0–100) and their average, with the model masked by `plan` when given."
+        import contextlib, time
+        from lmms_eval.evaluator import simple_evaluate
+        from lop.prune import masked
+        t0 = time.perf_counter()
+        with (masked(self.model, plan, compensate) if plan is not None else contextlib.nullcontext()):
+            lm = LOPModel.wrap(self.model, self.processor, max_new_tokens=self.max_new_tokens)   # lmms-eval drops its modules when done
+            res = simple_evaluate(model=lm, tasks=self.names, limit=self.limit, task_manager=self.task_manager,
+                                  bootstrap_iters=0, verbosity="ERROR")["results"]
+        out = {k: float(res[t][f"{m},none"]) * scale for k, (t, m, scale) in self.spec.items()}
+        return dict(out, average=sum(out.values()) / len(out), details=res, seconds=time.perf_counter() - t0)
+    __call__ = evaluate
+
+# %% ../nbs/11_lmms.ipynb 11
 def doc_to_visual(doc): 
     from PIL import Image
     return [Image.open(doc["image_path"]).convert("RGB")]

@@ -19,11 +19,14 @@ __all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_pre
 # %% ../nbs/19_reproduce.ipynb 5
 MODES = dict(
     smoke=dict(test_units=2, val_units=2, grid=(0.1, 0.6, 0.1), simulations=4, evaluations=3, calibration=40,
-               epochs=5, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=3, small_model_steps=4),
+               epochs=5, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=3, small_model_steps=4,
+               val_questions=8),
     quick=dict(test_units=40, val_units=12, grid=(0.05, 0.60, 0.05), simulations=40, evaluations=30, calibration=500,
-               epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=30, small_model_steps=300),
+               epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=30, small_model_steps=300,
+               val_questions=100),
     full=dict(test_units=150, val_units=40, grid=(0.05, 0.60, 0.025), simulations=300, evaluations=200, calibration=500,
-              epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=200, small_model_steps=None))
+              epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=200, small_model_steps=None,
+              val_questions=400))
 
 def budget(mode:str) -> dict:
     "The budgets of `mode` (quick or full)."
@@ -85,7 +88,16 @@ class Context:
     def _get(self, key, make):
         if key not in self._cache: self._cache[key] = make()
         return self._cache[key]
+    @property
+    def real(self) -> bool:
+        "A real model (not a SynthVQA testbed model): scored on the paper's benchmarks through lmms-eval."
+        from lop.testbed import TestbedProcessor
+        return not isinstance(self.processor, TestbedProcessor)
     def _evaluator(self, split):
+        if self.real:   # test: MME, MMBench-EN dev, MMMU val, POPE; search reward: the first questions of MMBench-EN dev
+            from lop.lmms import LMMSEvaluator, PAPER_LMMS
+            if split == "test": return LMMSEvaluator(self.model, self.processor, PAPER_LMMS)
+            return LMMSEvaluator(self.model, self.processor, dict(mmbench=PAPER_LMMS["mmbench"]), limit=self.b["val_questions"])
         from lop.synthvqa import make_split
         from lop.evaluate import Evaluator
         return Evaluator(self.model, self.processor, make_split(split, self.b[f"{split}_units"], seed=self.seed))
@@ -105,7 +117,7 @@ class Context:
     @property
     def ar(self): return self.predictor("ar_transformer")
 
-# %% ../nbs/19_reproduce.ipynb 14
+# %% ../nbs/19_reproduce.ipynb 15
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures")
 
 def _nbs_dir() -> Path:
@@ -126,8 +138,12 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     unknown = [n for n in notebooks if not (src/f"{n}.ipynb").is_file()]
     check(not unknown, f"unknown experiment notebook(s) {unknown}", f"use some of {NOTEBOOKS}")
     out = {}
+    testbed = model == "testbed" or (Path(model)/"lop_processor.json").is_file()
     for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
+        if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
+            out[name] = "skipped (testbed models only)"; continue
         params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
+        if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts
         stamp = fingerprint((src/f"{name}.ipynb").read_bytes(), params)
         if not force and stamps.get(name) == stamp and (executed/f"{name}.ipynb").is_file():
             out[name] = "skipped"; continue

@@ -48,3 +48,9 @@ def test_killed_reproduction_resumes_without_redoing_finished_notebooks(tmp_path
     res = tmp_path / "runs/smoke/results"
     for t in TABLES: assert (res / f"{t}.csv").is_file(), t
     assert all((res / "executed" / f"{n}.ipynb").is_file() for n in NOTEBOOKS)
+
+
+def test_table2_is_for_testbed_models_only(tmp_path):
+    "Table 2's small dense models are trained on SynthVQA: for a real model the notebook is skipped, and says why."
+    out = reproduce("smoke", model=str(tmp_path / "a-real-model"), notebooks=["table2"], root=tmp_path, progress=False)
+    assert out == {"table2": "skipped (testbed models only)"}

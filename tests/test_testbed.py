@@ -32,3 +32,17 @@ def test_lmms_eval_agrees_with_the_evaluator(testbed, tmp_path, monkeypatch):
     ours = Evaluator(*testbed, items, progress=False).evaluate()
     for t in TASKS:
         assert abs(res["results"][f"lop_synthvqa_{t}"]["lop_score,none"] - ours[t]) <= 0.5, (t, res["results"], ours)
+
+def test_lmms_evaluator_scores_masked_models_like_the_evaluator(testbed, tmp_path, monkeypatch):
+    "The scorer the notebooks use for real benchmarks, run on the local SynthVQA tasks: same numbers as `Evaluator`, pruned too."
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from lop.lmms import LMMSEvaluator, SYNTHVQA_LMMS, write_lmms_tasks
+    from lop.importance import importance_from_stats
+    from lop.prune import make_plan
+    items = make_split("test", 6)
+    write_lmms_tasks(tmp_path / "tasks", items=items)
+    plan = make_plan(importance_from_stats(testbed[0], None, "magnitude"), 0.6)
+    ours, theirs = Evaluator(*testbed, items, progress=False), LMMSEvaluator(*testbed, SYNTHVQA_LMMS, include_path=tmp_path / "tasks", max_new_tokens=1)
+    for p in (None, plan):
+        a, b = ours.evaluate(p), theirs.evaluate(p)
+        for t in TASKS: assert abs(a[t] - b[t]) <= 0.5, (p is not None, t, a[t], b[t])
