@@ -102,6 +102,11 @@ class Context:
         from lop.evaluate import Evaluator
         return Evaluator(self.model, self.processor, make_split(split, self.b[f"{split}_units"], seed=self.seed))
     @property
+    def evaluated_on(self) -> str:
+        "What the test scores are measured on, for the provenance of the tables."
+        if self.real: return "lmms-eval: " + ", ".join(self.test.names)
+        return f"SynthVQA test split, {len(self.test.items)} items (seed {self.seed})"
+    @property
     def test(self): return self._get("test", lambda: self._evaluator("test"))
     @property
     def val(self): return self._get("val", lambda: self._evaluator("val"))
