@@ -28,8 +28,11 @@ def default_prompt(processor, item:dict) -> str:
     return processor.apply_chat_template(msg, add_generation_prompt=True, tokenize=False)
 
 def candidate_ids(tokenizer, candidates) -> list[int]:
-    "The first token id of every candidate answer (they must differ)."
-    ids = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in candidates]
+    "The first token id of every candidate answer (they must differ, and be known to the tokenizer)."
+    ids = [(tokenizer(c, add_special_tokens=False)["input_ids"] or [None])[0] for c in candidates]
+    unk = [c for c, i in zip(candidates, ids) if i is None or i == tokenizer.unk_token_id]
+    check(not unk, f"candidate answer(s) {unk} are not in the tokenizer's vocabulary (they encode as the unknown token)",
+          "use answers made of words the model knows")
     check(len(set(ids)) == len(ids), f"candidate answers {candidates} share their first token", "use candidates that start differently")
     return ids
 
