@@ -14,8 +14,8 @@ from .importance import collect_importance
 from .prune import make_plan, slice_ffn
 
 # %% auto 0
-__all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_throughput',
-           'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_markdown']
+__all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_rounding',
+           'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_markdown']
 
 # %% ../nbs/21_bench.ipynb 5
 def _sync(device):
@@ -68,15 +68,35 @@ def bench_masked_eval(evaluator, scores, target=0.3, device="cpu", repeat=3) -> 
     t_mask, t_dense = paired(lambda: evaluator.evaluate(plan), lambda: evaluator.evaluate(), repeat, device)
     return dict(masked_s=t_mask, dense_s=t_dense, ratio=_goal(t_mask / t_dense, 1.15))
 
-@torch.no_grad()
-def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batch=1, device="cpu", repeat=3) -> list[dict]:
-    "Prefill and decode throughput of sliced models ÷ the dense model, against the ideal from the FLOP reduction."
+def _speed(model, prefill, decode, batch, device, repeat):
+    "A function timing (prefill, decode) of `model` as it is when called: a forward over `prefill` tokens, then `decode` cached steps."
     ids = torch.randint(0, min(1000, model.config.vocab_size), (batch, prefill), device=device)
     def run_prefill(): model(input_ids=ids, use_cache=False)
     def run_decode():
         out = model(input_ids=ids, use_cache=True); pkv = out.past_key_values; tok = ids[:, -1:]
         for _ in range(decode): pkv = model(input_ids=tok, past_key_values=pkv, use_cache=True).past_key_values
-    dense = dict(prefill=timeit(run_prefill, repeat, 1, device), decode=timeit(run_decode, repeat, 1, device))
+    return lambda: dict(prefill=timeit(run_prefill, repeat, 1, device), decode=timeit(run_decode, repeat, 1, device))
+
+@torch.no_grad()
+def bench_rounding(make_model, ratio=0.3, multiples=(1, 64, 128), prefill=128, decode=32, batch=1, device="cpu", repeat=3) -> list[dict]:
+    "Throughput of models sliced at `ratio` with kept widths rounded to each multiple (`make_plan(multiple_of=)`), ÷ the unrounded one, beside their FLOP ratio."
+    rows = []
+    for k in multiples:
+        model = make_model()
+        slice_ffn(model, make_plan([torch.arange(f.width, 0, -1, dtype=torch.float32) for f in find_ffns(model)], ratio, multiple_of=k))
+        rows.append(dict(multiple_of=k, width=find_ffns(model)[0].width, flops=model_stats(model, context=prefill)["language_flops"],
+                         **_speed(model, prefill, decode, batch, device, repeat)()))
+        del model; gc.collect()
+    for r in rows:
+        r.update(prefill_speedup=rows[0]["prefill"] / r["prefill"], decode_speedup=rows[0]["decode"] / r["decode"],
+                 flop_ratio=rows[0]["flops"] / r["flops"])
+    return rows
+
+@torch.no_grad()
+def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batch=1, device="cpu", repeat=3) -> list[dict]:
+    "Prefill and decode throughput of sliced models ÷ the dense model, against the ideal from the FLOP reduction."
+    speed = _speed(model, prefill, decode, batch, device, repeat)
+    dense = speed()
     flops0 = model_stats(model, context=prefill)["language_flops"]
     # importance does not matter for speed: keep the first neurons of every layer
     scores = [torch.arange(f.width, 0, -1, dtype=torch.float32) for f in find_ffns(model)]
@@ -85,7 +105,7 @@ def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batc
         plan = make_plan([s[: f.width] for s, f in zip(scores, find_ffns(model))], 1 - (1 - r) * widths0[0] / find_ffns(model)[0].width)
         slice_ffn(model, plan)
         ideal = flops0 / model_stats(model, context=prefill)["language_flops"]
-        t = dict(prefill=timeit(run_prefill, repeat, 1, device), decode=timeit(run_decode, repeat, 1, device))
+        t = speed()
         sp = {k: dense[k] / t[k] for k in t}
         rows.append(dict(ratio=r, prefill_speedup=sp["prefill"], decode_speedup=sp["decode"], ideal_speedup=ideal,
                          prefill_of_ideal=_goal(sp["prefill"] / ideal, 0.9, True), decode_of_ideal=_goal(sp["decode"] / ideal, 0.9, True)))
@@ -166,6 +186,10 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     res["throughput"] = dict(shape=shape, layers=len(find_ffns(big)), dtype=str(dtype), rows=bench_throughput(big, device=device,
                              prefill=64 if quick else 128, decode=8 if quick else 32, repeat=2 if quick else 3))
     del big; gc.collect()
+    say("5b. rounded widths")
+    res["rounding"] = dict(shape=shape, layers=4, ratio=0.3, rows=bench_rounding(
+        lambda: shaped_model(shape, layers=4, dtype=dtype, device=device), 0.3, device=device,
+        prefill=64 if quick else 128, decode=8 if quick else 32, repeat=2 if quick else 3))
     say("6. slicing")
     big = shaped_model(shape, layers=layers or (4 if quick else None), dtype=dtype, device=device)
     res["slicing"] = bench_slicing(big, 0.5, device); del big; gc.collect()
@@ -200,6 +224,8 @@ def bench_markdown(res:dict) -> str:
     for r in th["rows"]:
         lines += [f"| {th['shape']} ({th['layers']} layers) at {r['ratio']:.0%}: prefill speedup ÷ ideal ({r['ideal_speedup']:.2f}×) | {g(r['prefill_of_ideal'])} |",
                   f"| {th['shape']} at {r['ratio']:.0%}: decode speedup ÷ ideal | {g(r['decode_of_ideal'])} |"]
+    for r in res.get("rounding", {}).get("rows", [])[1:]:
+        lines += [f"| {th['shape']} at 30%, widths rounded to a multiple of {r['multiple_of']} ({r['width']}): prefill / decode speedup over unrounded (FLOP ratio {r['flop_ratio']:.3f}) | {r['prefill_speedup']:.3f} / {r['decode_speedup']:.3f} | | |"]
     mem = res["memory"]
     lines += [f"| slicing: bytes/s ÷ plain copy | {g(res['slicing']['ratio'])} |",
               f"| slicing peak memory above the model ÷ model | {g(mem['slicing_extra_over_model'])} |",
