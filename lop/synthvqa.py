@@ -124,7 +124,7 @@ def mmmu_question(rng, scene):
             a, b = sorted(_two(rng, scene), key=lambda o: -value(o))
             if value(a) > value(b): break
         return "difference", f"what is the value of {_at(a[1])} minus the value of {_at(b[1])} ?", _num_options(rng, value(a) - value(b), 1, 8)
-    return "total", "what is the total value of the objects ?", _num_options(rng, sum(vals), 1, MAXNUM)
+    return "total", "what is the total value of the objects ?", _num_options(rng, sum(vals), 1, 9 * len(vals))
 
 def pope_pair(rng, scene):
     "Object existence: a present object (yes) and an absent one (no) drawn at random, among popular pairs, or adversarially."
@@ -148,7 +148,7 @@ def _mc(question, options, order):
 
 def task_items(task, rng, split, uid, circular=True):
     "The items of one unit (one image) of `task`: MME/POPE pairs, or an MMBench question (4 rotations) / MMMU question."
-    scene = random_scene(rng, split, 2 if task in ("mme_r", "mmmu") else 1)
+    scene = random_scene(rng, split, *((2, 2) if task in ("mme_r", "mmmu") else (1, 3)))   # reasoning: two objects
     image = render(scene, rng)
     base = dict(task=task, group=f"{split}/{task}/{uid}", image=image, scene=scene)
     if task in ("mme_p", "mme_r", "pope"):
