@@ -71,12 +71,13 @@ def seed_everything(seed:int):
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
 def git_commit(path=".") -> str|None:
-    "The current git commit of the repository containing `path` (with `+dirty` when it has uncommitted changes)."
+    "The current git commit of the repository containing `path` (with `+dirty` when its code has uncommitted changes: the outputs in `results/` and `figures/` do not count, since runs write them)."
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(path), *a], capture_output=True, text=True, timeout=10)
         sha = run("rev-parse", "HEAD").stdout.strip()
         if not sha: return None
-        return sha + ("+dirty" if run("status", "--porcelain", "--untracked-files=no").stdout.strip() else "")
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results", ":(top,exclude)figures").stdout.strip()
+        return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return None
 
 def device_name(device=None) -> str:
