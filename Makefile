@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make reproduce   the main job on the shipped testbed (quick mode)
+#   make reproduce   the main job: every table and figure, quick mode, on the shipped testbed (runs/quick/)
 #   make test        the notebook tests (nbdev_test) and the test suite (pytest)
 # Both create the environment in .venv first when it is missing (see tools/setup-env.sh, LOP_TORCH for CUDA).
 SHELL := /bin/bash
@@ -13,7 +13,7 @@ env:
 	@bash tools/setup-env.sh
 
 reproduce: env
-	$(VENV)/bin/lop demo --out runs/demo
+	$(VENV)/bin/lop reproduce --quick
 
 test: env test-nbs test-py
 
