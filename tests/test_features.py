@@ -11,7 +11,9 @@ def test_cached_image_features_give_the_same_logits(kind):
     cached = backbone_inputs(m, x)
     assert torch.equal(backbone_logits(m, cached), logits(m, x))
     pos = last_positions(x["attention_mask"])
-    assert torch.equal(backbone_logits(m, cached, pos), logits(m, x)[torch.arange(3), pos])
+    # the LM head on 3 gathered rows is a different GEMM than on all 3×13 rows: BLAS may round it differently (seen
+    # on AVX-512 machines), so this one is equal to float32 rounding rather than bit for bit
+    torch.testing.assert_close(backbone_logits(m, cached, pos), logits(m, x)[torch.arange(3), pos], rtol=0, atol=1e-6)
 
 @pytest.mark.parametrize("kind", ["qwen2_5_vl", "qwen2_vl", "llava"])
 def test_cached_inputs_serve_every_pruned_variant(kind, calib):
