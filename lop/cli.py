@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb 2
 from __future__ import annotations
-import argparse, json, math, sys, time
+import argparse, json, sys, time
 from pathlib import Path
 import torch
 from .core import *
@@ -20,12 +20,10 @@ __all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd
 # %% ../nbs/09_cli.ipynb 5
 def ratio_arg(text:str) -> float:
     "A pruning ratio from the command line: a finite number in [0, 1), the fraction of FFN neurons to remove."
-    try: r = float(text)
-    except (TypeError, ValueError): r = math.nan
-    if not (math.isfinite(r) and 0 <= r < 1):
+    try: return validate_ratios(float(text), 1)[0]   # the library's one rule for ratios
+    except ValueError:   # not a number, or an LOPError from the rule
         raise argparse.ArgumentTypeError(f"{text!r} is not a pruning ratio: use a number in [0, 1), the fraction of "
-                                         "FFN neurons to remove (e.g. 0.3)")
-    return r
+                                         "FFN neurons to remove (e.g. 0.3)") from None
 
 # %% ../nbs/09_cli.ipynb 8
 def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0, progress:bool=True) -> dict:
