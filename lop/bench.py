@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_bench.ipynb 2
 from __future__ import annotations
-import gc, statistics, time
+import gc, json, statistics, time
 from pathlib import Path
 import numpy as np, torch
 import transformers as tf
@@ -157,7 +157,8 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     from lop.importance import load_importance
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     say = print if progress else (lambda *a: None)
-    res = dict(device=device_name(device), date=time.strftime("%Y-%m-%d"), provenance=provenance(quick=quick))
+    res = dict(device=device_name(device), device_type=torch.device(device).type, date=time.strftime("%Y-%m-%d"),
+               provenance=provenance(quick=quick), torch=torch.__version__, transformers=tf.__version__)
     m, proc = load_testbed(device=device)
     calib = encode_items(proc, calibration_items(100 if quick else 500))
     say("1. importance"); res["importance"] = bench_importance(m, calib, device)
@@ -181,20 +182,42 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     x = to_device(calib[0], device); dense_fwd = timeit(lambda: m(**x), 5, 1, device)
     res["predictor"] = bench_predictor(net, dense_fwd, device)
     say("5. throughput (shaped model)")
+    gpu = torch.device(device).type == "cuda"
     dtype = torch.bfloat16 if shape == "7b" else torch.float32
-    big = shaped_model(shape, layers=layers or (4 if quick else None), dtype=dtype, device=device)
-    res["throughput"] = dict(shape=shape, layers=len(find_ffns(big)), dtype=str(dtype), rows=bench_throughput(big, device=device,
-                             prefill=64 if quick else 128, decode=8 if quick else 32, repeat=2 if quick else 3))
-    del big; gc.collect()
-    say("5b. rounded widths")
-    res["rounding"] = dict(shape=shape, layers=4, ratio=0.3, rows=bench_rounding(
-        lambda: shaped_model(shape, layers=4, dtype=dtype, device=device), 0.3, device=device,
-        prefill=64 if quick else 128, decode=8 if quick else 32, repeat=2 if quick else 3))
-    say("6. slicing")
-    big = shaped_model(shape, layers=layers or (4 if quick else None), dtype=dtype, device=device)
-    res["slicing"] = bench_slicing(big, 0.5, device); del big; gc.collect()
-    say("7. peak memory")
     nl = layers or (4 if quick else SHAPES[shape]["num_hidden_layers"])
+    # a GPU needs thousands of tokens to be compute-bound: 4 × 512 there, 1 × 128 on a CPU
+    sp = dict(prefill=64 if quick else (512 if gpu else 128), batch=4 if gpu else 1, decode=8 if quick else 32, repeat=2 if quick else 3)
+    big = shaped_model(shape, layers=nl, dtype=dtype, device=device)
+    res["throughput"] = dict(shape=shape, layers=nl, dtype=str(dtype), batch=sp["batch"], prefill=sp["prefill"],
+                             rows=bench_throughput(big, device=device, **sp))
+    say("5a. importance on the shaped model")
+    toks = [dict(input_ids=torch.randint(0, 1000, (sp["batch"], sp["prefill"]), device=device))] * 4
+    res["importance_shaped"] = bench_importance(big, toks, device, repeat=2 if quick else 3)
+    del big; gc.collect(); _empty(device)
+    say("5b. rounded widths")
+    nr = nl if gpu else 4   # on a CPU, 4 layers of that shape are enough (and affordable) to see it
+    res["rounding"] = dict(shape=shape, layers=nr, ratio=0.3, rows=bench_rounding(
+        lambda: shaped_model(shape, layers=nr, dtype=dtype, device=device), 0.3, device=device, **sp))
+    gc.collect(); _empty(device)
+    say("6. slicing")
+    big = shaped_model(shape, layers=nl, dtype=dtype, device=device)
+    res["slicing"] = bench_slicing(big, 0.5, device); del big; gc.collect(); _empty(device)
+    say("7. peak memory")
+    res["memory"] = _memory_gpu(shape, nl, dtype, device) if gpu else _memory_cpu(shape, nl)
+    out = Path(out); _merge_json(out/"bench.json", res)
+    write_text_atomic(out/"bench.md", bench_markdown(json.loads((out/"bench.json").read_text())))
+    return res
+
+def _empty(device):
+    if torch.device(device).type == "cuda": torch.cuda.empty_cache()
+
+def _memory_summary(p_model, p_slice, p_imp, p_fwd, unit) -> dict:
+    return dict(unit=unit, model_only_mb=p_model, slicing_peak_mb=p_slice, importance_peak_mb=p_imp, plain_forward_peak_mb=p_fwd,
+                slicing_extra_over_model=_goal((p_slice - p_model) / max(p_model, 1), 0.5),
+                importance_extra_over_forward=(p_imp - p_fwd) / max(p_fwd, 1))
+
+def _memory_cpu(shape, nl) -> dict:
+    "Peak resident memory (MB), each figure in a fresh process: the model alone, slicing it, importance, a plain forward."
     base = f"import torch\nfrom lop.bench import shaped_model\nm = shaped_model('{shape}', layers={nl}, vocab=32000)\n"
     p_model = _child_peak(base)
     p_slice = _child_peak(base + "from lop.prune import make_plan, slice_ffn\nfrom lop.models import find_ffns\n"
@@ -202,32 +225,57 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     p_imp = _child_peak(base + "from lop.importance import collect_importance\n"
                         "collect_importance(m, [dict(input_ids=torch.randint(0, 32000, (1, 256)))] * 4, progress=False)")
     p_fwd = _child_peak(base + "with torch.no_grad():\n    for _ in range(4): m(input_ids=torch.randint(0, 32000, (1, 256)))")
-    res["memory"] = dict(model_only_mb=p_model, slicing_peak_mb=p_slice, importance_peak_mb=p_imp, plain_forward_peak_mb=p_fwd,
-                         slicing_extra_over_model=_goal((p_slice - p_model) / max(p_model, 1), 0.5),
-                         importance_extra_over_forward=(p_imp - p_fwd) / max(p_fwd, 1))
-    out = Path(out); write_json_atomic(out/"bench.json", res); write_text_atomic(out/"bench.md", bench_markdown(res))
-    return res
+    return _memory_summary(p_model, p_slice, p_imp, p_fwd, "peak RSS of a fresh process")
+
+@torch.no_grad()
+def _memory_gpu(shape, nl, dtype, device) -> dict:
+    "Peak GPU memory allocated (MB), each figure from a reset peak: the model alone, slicing it, importance, a plain forward."
+    mb = lambda: torch.cuda.max_memory_allocated(device) / 2**20
+    m = shaped_model(shape, layers=nl, vocab=32000, dtype=dtype, device=device)
+    torch.cuda.synchronize(device); base = torch.cuda.memory_allocated(device) / 2**20
+    x = [dict(input_ids=torch.randint(0, 32000, (1, 256), device=device))] * 4
+    def peak(fn):
+        torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); fn(); torch.cuda.synchronize(device); return mb()
+    p_fwd = peak(lambda: [m(**b) for b in x])
+    p_imp = peak(lambda: collect_importance(m, x, "l2", progress=False))
+    p_slice = peak(lambda: slice_ffn(m, make_plan([torch.arange(f.width, 0, -1.) for f in find_ffns(m)], 0.5)))
+    del m; gc.collect(); torch.cuda.empty_cache()
+    return _memory_summary(base, p_slice, p_imp, p_fwd, "peak GPU memory allocated")
+
+def _merge_json(path:Path, res:dict):
+    "Keep the latest run of each kind of device in one file: {'cpu': ..., 'cuda': ...}."
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    if "device" in old: old = {"cpu": old}   # a file from before it held one run per kind of device
+    write_json_atomic(path, {**old, torch.device(res["device_type"]).type: res})
 
 def bench_markdown(res:dict) -> str:
-    "The benchmark results as a Markdown table (goal, value, met)."
+    "The benchmark results as Markdown tables (goal, value, met): one per device for a merged `bench.json`."
+    if "device" not in res: return "\n".join(bench_markdown(res[k]) for k in sorted(res))
     g = lambda d: f"{d['value']:.3g} | {d['goal']} | {'met' if d['met'] else '**not met**'}"
     od, th = res["ondemand"], res["throughput"]
-    lines = [f"Device: {res['device']}, {res['date']} (commit {res['provenance']['commit']})", "",
+    tok = f", batch {th['batch']} × {th['prefill']} tokens" if "batch" in th else ""
+    lines = [f"**{res['device']}**, {res['date']} (commit {str(res['provenance']['commit'])[:10]})", "",
              "| measurement | value | goal | |", "|---|---|---|---|",
-             f"| importance: hooked ÷ plain forward | {g(res['importance']['ratio'])} |",
-             f"| search: masked ÷ dense evaluation | {g(res['masked_eval']['ratio'])} |",
-             f"| MCTS ÷ LOP (warm) | {g(od['mcts_over_lop'])} |", f"| FLAP ÷ LOP (warm) | {g(od['flap_over_lop'])} |",
-             f"| MCTS ÷ LOP (cold: importance not cached) | {od['mcts_over_lop_cold']:.3g} | | |",
-             f"| FLAP ÷ LOP (cold) | {od['flap_over_lop_cold']:.3g} | | |",
-             f"| predictor, 1 target ÷ one dense forward | {res['predictor']['one_vs_dense_forward']:.3g} | | |",
-             f"| predictor, 1,000 targets ÷ one dense forward | {res['predictor']['thousand_vs_dense_forward']:.3g} | | |"]
+             f"| importance (testbed): hooked ÷ plain forward | {g(res['importance']['ratio'])} |"]
+    if "importance_shaped" in res:
+        lines += [f"| importance ({th['shape']} shape{tok}): hooked ÷ plain forward | {g(res['importance_shaped']['ratio'])} |"]
+    lines += [f"| search: masked ÷ dense evaluation | {g(res['masked_eval']['ratio'])} |",
+              f"| MCTS ÷ LOP (warm) | {g(od['mcts_over_lop'])} |", f"| FLAP ÷ LOP (warm) | {g(od['flap_over_lop'])} |",
+              f"| MCTS ÷ LOP (cold: importance not cached) | {od['mcts_over_lop_cold']:.3g} | | |",
+              f"| FLAP ÷ LOP (cold) | {od['flap_over_lop_cold']:.3g} | | |",
+              f"| predictor, 1 target ÷ one dense forward | {res['predictor']['one_vs_dense_forward']:.3g} | | |",
+              f"| predictor, 1,000 targets ÷ one dense forward | {res['predictor']['thousand_vs_dense_forward']:.3g} | | |"]
     for r in th["rows"]:
-        lines += [f"| {th['shape']} ({th['layers']} layers) at {r['ratio']:.0%}: prefill speedup ÷ ideal ({r['ideal_speedup']:.2f}×) | {g(r['prefill_of_ideal'])} |",
+        lines += [f"| {th['shape']} ({th['layers']} layers{tok}) at {r['ratio']:.0%}: prefill speedup ÷ ideal ({r['ideal_speedup']:.2f}×) | {g(r['prefill_of_ideal'])} |",
                   f"| {th['shape']} at {r['ratio']:.0%}: decode speedup ÷ ideal | {g(r['decode_of_ideal'])} |"]
-    for r in res.get("rounding", {}).get("rows", [])[1:]:
-        lines += [f"| {th['shape']} at 30%, widths rounded to a multiple of {r['multiple_of']} ({r['width']}): prefill / decode speedup over unrounded (FLOP ratio {r['flop_ratio']:.3f}) | {r['prefill_speedup']:.3f} / {r['decode_speedup']:.3f} | | |"]
+    rd = res.get("rounding", {})
+    for r in rd.get("rows", [])[1:]:
+        lines += [f"| {th['shape']} ({rd['layers']} layers) at 30%, widths rounded to a multiple of {r['multiple_of']} ({r['width']} "
+                  f"instead of {rd['rows'][0]['width']}): prefill / decode speedup over unrounded (FLOP ratio {r['flop_ratio']:.3f}) "
+                  f"| {r['prefill_speedup']:.3f} / {r['decode_speedup']:.3f} | | |"]
     mem = res["memory"]
+    unit = f" ({mem['unit']})" if "unit" in mem else ""
     lines += [f"| slicing: bytes/s ÷ plain copy | {g(res['slicing']['ratio'])} |",
-              f"| slicing peak memory above the model ÷ model | {g(mem['slicing_extra_over_model'])} |",
+              f"| slicing peak memory above the model ÷ model{unit} | {g(mem['slicing_extra_over_model'])} |",
               f"| importance peak memory above a plain forward ÷ forward | {mem['importance_extra_over_forward']:.3g} | | |"]
     return "\n".join(lines) + "\n"

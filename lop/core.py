@@ -90,7 +90,9 @@ def provenance(**extra) -> dict:
     "Where a result comes from: commit, library versions, device, time, plus `extra` (seed, mode, wall time...)."
     import transformers
     import lop
-    return dict(commit=git_commit(Path(lop.__file__).parent), lop=lop.__version__, torch=torch.__version__,
+    # a copy of the tree without its .git (e.g. sent to a GPU machine) names its commit in LOP_COMMIT
+    commit = git_commit(Path(lop.__file__).parent) or (os.environ.get("LOP_COMMIT") and os.environ["LOP_COMMIT"] + " (LOP_COMMIT)")
+    return dict(commit=commit, lop=lop.__version__, torch=torch.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), device=device_name(),
                 time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra)
 

@@ -37,27 +37,26 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
     W = [f.width for f in ffns]
     z = lambda: [torch.zeros(w, dtype=torch.float32, device=dev) for w in W]
     sumsq, mean, m2 = z(), (z() if moments else None), (z() if moments else None)
-    state = dict(mask=None, n=0, seen=[0] * len(ffns))
+    state = dict(mask=None, nb=0, n=0, fired=[0] * len(ffns))
 
     def hook(i):
         def fn(mod, args):
-            h = args[0]
-            mask = state["mask"]
+            h = args[0].float()
+            mask, nb, na = state["mask"], state["nb"], state["n"]
             if mask is not None:
                 check(h.shape[:-1] == mask.shape, f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
                       f"attention mask {tuple(mask.shape)}", "pass batches whose input_ids are already expanded "
                       "(image tokens included), as the model's processor returns them")
-                hs = h[mask].float()
-            else: hs = h.reshape(-1, h.shape[-1]).float()
-            sumsq[i].add_(hs.pow(2).sum(0))
-            if moments:
-                nb, na = hs.shape[0], state["n"]
-                if nb:
-                    mb = hs.mean(0)
-                    d = mb - mean[i]
-                    m2[i].add_((hs - mb).pow(2).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
-                    mean[i].add_(d * (nb / (na + nb)))
-            state["seen"][i] = hs.shape[0]
+            h = h.reshape(-1, h.shape[-1])
+            keep = mask.reshape(-1, 1) if mask is not None else None
+            zero = lambda x: x if keep is None else torch.where(keep, x, 0.)   # padded tokens count for nothing (NaN-safe)
+            sumsq[i].add_(zero(h.pow(2)).sum(0))
+            if moments and nb:
+                mb = zero(h).sum(0) / nb
+                d = mb - mean[i]
+                m2[i].add_(zero((h - mb).pow(2)).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
+                mean[i].add_(d * (nb / (na + nb)))
+            state["fired"][i] += 1
         return fn
 
     handles = [f.down.register_forward_pre_hook(hook(i)) for i, f in enumerate(ffns)]
@@ -66,13 +65,14 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
     model.eval()
     try:
         for b in tqdm(batches, desc="importance", disable=not progress, leave=False):
-            b = to_device(b, dev)
+            digest += _batch_digest(b); n_batches += 1   # before the copy to the device: no round trip for it
             am = b.get("attention_mask")
-            state["mask"] = am.bool() if am is not None else None
+            state["nb"] = int(am.sum()) if am is not None else b["input_ids"].numel()
+            b = to_device(b, dev)
+            state["mask"] = b["attention_mask"].bool() if am is not None else None
             model(**b)
-            check(len(set(state["seen"])) == 1, "the layers saw different numbers of tokens", "this model is not supported")
-            state["n"] += state["seen"][0]
-            digest += _batch_digest(b); n_batches += 1
+            check(all(k == n_batches for k in state["fired"]), "some FFN layers were not run on every batch", "this model is not supported")
+            state["n"] += state["nb"]
     finally:
         for h in handles: h.remove()
         model.train(was_training)
