@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, torch
 import transformers as tf
 from .core import *
-from .models import find_ffns, model_stats
+from .models import find_ffns, model_stats, input_device
 from .importance import collect_importance
 from .prune import make_plan, slice_ffn
 
@@ -55,8 +55,9 @@ def _goal(value, goal, higher=False):
 @torch.no_grad()
 def bench_importance(model, batches, device="cpu", repeat=3) -> dict:
     "Importance collection (hooked forward) ÷ plain forward over the same calibration batches."
-    def plain():
-        for x in batches: model(**x)
+    dev = input_device(model)
+    def plain():   # the same work as the hooked pass: host batches are copied to the device in both
+        for x in batches: model(**to_device(x, dev))
     t_hook, t_plain = paired(lambda: collect_importance(model, batches, "l2", progress=False), plain, repeat, device)
     return dict(hooked_s=t_hook, plain_s=t_plain, ratio=_goal(t_hook / t_plain, 1.10))
 
