@@ -94,7 +94,7 @@ def bench_rounding(make_model, ratio=0.3, multiples=(1, 64, 128), prefill=128, d
     return rows
 
 @torch.no_grad()
-def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batch=1, device="cpu", repeat=3) -> list[dict]:
+def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batch=1, device="cpu", repeat=3, multiple_of:int=1) -> list[dict]:
     "Prefill and decode throughput of sliced models ÷ the dense model, against the ideal from the FLOP reduction."
     speed = _speed(model, prefill, decode, batch, device, repeat)
     dense = speed()
@@ -103,12 +103,12 @@ def bench_throughput(model, ratios=(0.2, 0.3, 0.5), prefill=128, decode=32, batc
     scores = [torch.arange(f.width, 0, -1, dtype=torch.float32) for f in find_ffns(model)]
     rows, widths0 = [], [f.width for f in find_ffns(model)]
     for r in sorted(ratios):
-        plan = make_plan([s[: f.width] for s, f in zip(scores, find_ffns(model))], 1 - (1 - r) * widths0[0] / find_ffns(model)[0].width)
+        plan = make_plan([s[: f.width] for s, f in zip(scores, find_ffns(model))], 1 - (1 - r) * widths0[0] / find_ffns(model)[0].width, multiple_of)
         slice_ffn(model, plan)
         ideal = flops0 / model_stats(model, context=prefill)["language_flops"]
         t = speed()
         sp = {k: dense[k] / t[k] for k in t}
-        rows.append(dict(ratio=r, prefill_speedup=sp["prefill"], decode_speedup=sp["decode"], ideal_speedup=ideal,
+        rows.append(dict(ratio=r, width=find_ffns(model)[0].width, multiple_of=multiple_of, prefill_speedup=sp["prefill"], decode_speedup=sp["decode"], ideal_speedup=ideal,
                          prefill_of_ideal=_goal(sp["prefill"] / ideal, 0.9, True), decode_of_ideal=_goal(sp["decode"] / ideal, 0.9, True)))
     return rows
 
@@ -191,6 +191,9 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     big = shaped_model(shape, layers=nl, dtype=dtype, device=device)
     res["throughput"] = dict(shape=shape, layers=nl, dtype=str(dtype), batch=sp["batch"], prefill=sp["prefill"],
                              rows=bench_throughput(big, device=device, **sp))
+    if gpu:   # widths rounded to multiples of 128, which GPU matrix kernels need (see 5b)
+        aligned = shaped_model(shape, layers=nl, dtype=dtype, device=device)
+        res["throughput"]["rows"] += bench_throughput(aligned, device=device, multiple_of=128, **sp); del aligned; _empty(device)
     say("5a. importance on the shaped model")
     toks = [dict(input_ids=torch.randint(0, 1000, (sp["batch"], sp["prefill"]), device=device))] * 4
     res["importance_shaped"] = bench_importance(big, toks, device, repeat=2 if quick else 3)
@@ -249,13 +252,16 @@ def _merge_json(path:Path, res:dict):
     if "device" in old: old = {"cpu": old}   # a file from before it held one run per kind of device
     write_json_atomic(path, {**old, torch.device(res["device_type"]).type: res})
 
+def _short(commit) -> str:
+    c = str(commit); return c[:10] + c[40:] if len(c) > 40 else c
+
 def bench_markdown(res:dict) -> str:
     "The benchmark results as Markdown tables (goal, value, met): one per device for a merged `bench.json`."
     if "device" not in res: return "\n".join(bench_markdown(res[k]) for k in sorted(res))
     g = lambda d: f"{d['value']:.3g} | {d['goal']} | {'met' if d['met'] else '**not met**'}"
     od, th = res["ondemand"], res["throughput"]
     tok = f", batch {th['batch']} × {th['prefill']} tokens" if "batch" in th else ""
-    lines = [f"**{res['device']}**, {res['date']} (commit {str(res['provenance']['commit'])[:10]})", "",
+    lines = [f"**{res['device']}**, {res['date']} (commit {_short(res['provenance']['commit'])})", "",
              "| measurement | value | goal | |", "|---|---|---|---|",
              f"| importance (testbed): hooked ÷ plain forward | {g(res['importance']['ratio'])} |"]
     if "importance_shaped" in res:
@@ -267,8 +273,9 @@ def bench_markdown(res:dict) -> str:
               f"| predictor, 1 target ÷ one dense forward | {res['predictor']['one_vs_dense_forward']:.3g} | | |",
               f"| predictor, 1,000 targets ÷ one dense forward | {res['predictor']['thousand_vs_dense_forward']:.3g} | | |"]
     for r in th["rows"]:
-        lines += [f"| {th['shape']} ({th['layers']} layers{tok}) at {r['ratio']:.0%}: prefill speedup ÷ ideal ({r['ideal_speedup']:.2f}×) | {g(r['prefill_of_ideal'])} |",
-                  f"| {th['shape']} at {r['ratio']:.0%}: decode speedup ÷ ideal | {g(r['decode_of_ideal'])} |"]
+        w = f", width {r['width']}" + (f" (multiple of {r['multiple_of']})" if r.get("multiple_of", 1) > 1 else "") if "width" in r else ""
+        lines += [f"| {th['shape']} ({th['layers']} layers{tok}) at {r['ratio']:.0%}{w}: prefill speedup ÷ ideal ({r['ideal_speedup']:.2f}×) | {g(r['prefill_of_ideal'])} |",
+                  f"| {th['shape']} at {r['ratio']:.0%}{w}: decode speedup ÷ ideal | {g(r['decode_of_ideal'])} |"]
     rd = res.get("rounding", {})
     for r in rd.get("rows", [])[1:]:
         lines += [f"| {th['shape']} ({rd['layers']} layers) at 30%, widths rounded to a multiple of {r['multiple_of']} ({r['width']} "

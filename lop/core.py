@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto 0
-__all__ = ['LOPError', 'check', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'fingerprint', 'file_sha256',
-           'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate', 'to_device']
+__all__ = ['LOPError', 'LOPWarning', 'check', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'fingerprint',
+           'file_sha256', 'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate', 'to_device']
 
 # %% ../nbs/00_core.ipynb 5
 class LOPError(ValueError):
@@ -18,6 +18,8 @@ class LOPError(ValueError):
     def __init__(self, problem:str, fix:str|None=None):
         self.problem,self.fix = problem,fix
         super().__init__(problem if fix is None else f"{problem}\n  fix: {fix}")
+
+class LOPWarning(UserWarning): "A result that is valid but deserves attention (e.g. a predictor extrapolating)."
 
 def check(cond, problem:str, fix:str|None=None):
     "Raise `LOPError(problem, fix)` unless `cond`."
@@ -90,8 +92,8 @@ def provenance(**extra) -> dict:
     "Where a result comes from: commit, library versions, device, time, plus `extra` (seed, mode, wall time...)."
     import transformers
     import lop
-    # a copy of the tree without its .git (e.g. sent to a GPU machine) names its commit in LOP_COMMIT
-    commit = git_commit(Path(lop.__file__).parent) or (os.environ.get("LOP_COMMIT") and os.environ["LOP_COMMIT"] + " (LOP_COMMIT)")
+    # a copy of the tree without its own .git (e.g. sent to a GPU machine) names its commit in LOP_COMMIT
+    commit = (os.environ["LOP_COMMIT"] + " (LOP_COMMIT)") if os.environ.get("LOP_COMMIT") else git_commit(Path(lop.__file__).parent)
     return dict(commit=commit, lop=lop.__version__, torch=torch.__version__,
                 transformers=transformers.__version__, python=platform.python_version(), device=device_name(),
                 time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra)

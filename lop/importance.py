@@ -24,9 +24,8 @@ class ActivationStats:
     "Per-layer float32 reductions of the FFN activations over a calibration set."
     count:int; sumsq:list; mean:list|None=None; m2:list|None=None; meta:dict=field(default_factory=dict)
 
-def _batch_digest(b:dict):
-    ids = b["input_ids"].cpu()
-    parts = [ids.numpy().tobytes(), b.get("attention_mask", torch.ones_like(ids)).cpu().numpy().tobytes()]
+def _batch_digest(b:dict, ids:torch.Tensor, am:torch.Tensor|None):
+    parts = [ids.numpy().tobytes(), (am if am is not None else torch.ones_like(ids)).numpy().tobytes()]
     if isinstance(b.get("pixel_values"), torch.Tensor): parts.append(float(b["pixel_values"].float().sum()))
     return parts
 
@@ -37,24 +36,23 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
     W = [f.width for f in ffns]
     z = lambda: [torch.zeros(w, dtype=torch.float32, device=dev) for w in W]
     sumsq, mean, m2 = z(), (z() if moments else None), (z() if moments else None)
-    state = dict(mask=None, nb=0, n=0, fired=[0] * len(ffns))
+    state = dict(shape=None, idx=None, nb=0, n=0, fired=[0] * len(ffns))
 
     def hook(i):
         def fn(mod, args):
-            h = args[0].float()
-            mask, nb, na = state["mask"], state["nb"], state["n"]
-            if mask is not None:
-                check(h.shape[:-1] == mask.shape, f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
-                      f"attention mask {tuple(mask.shape)}", "pass batches whose input_ids are already expanded "
+            h, shape, idx, nb, na = args[0], state["shape"], state["idx"], state["nb"], state["n"]
+            if shape is not None and tuple(h.shape[:-1]) != shape:
+                check(False, f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
+                      f"attention mask {shape}", "pass batches whose input_ids are already expanded "
                       "(image tokens included), as the model's processor returns them")
             h = h.reshape(-1, h.shape[-1])
-            keep = mask.reshape(-1, 1) if mask is not None else None
-            zero = lambda x: x if keep is None else torch.where(keep, x, 0.)   # padded tokens count for nothing (NaN-safe)
-            sumsq[i].add_(zero(h.pow(2)).sum(0))
+            if idx is not None: h = h.index_select(0, idx)   # the real tokens only
+            # one pass over the activations, accumulated in float32 whatever the model's dtype
+            sumsq[i].add_(torch.linalg.vector_norm(h, 2, dim=0, dtype=torch.float32).square_())
             if moments and nb:
-                mb = zero(h).sum(0) / nb
+                mb = h.sum(0, dtype=torch.float32) / nb
                 d = mb - mean[i]
-                m2[i].add_(zero((h - mb).pow(2)).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
+                m2[i].add_((h.float() - mb).pow_(2).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
                 mean[i].add_(d * (nb / (na + nb)))
             state["fired"][i] += 1
         return fn
@@ -65,12 +63,14 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
     model.eval()
     try:
         for b in tqdm(batches, desc="importance", disable=not progress, leave=False):
-            digest += _batch_digest(b); n_batches += 1   # before the copy to the device: no round trip for it
-            am = b.get("attention_mask")
-            state["nb"] = int(am.sum()) if am is not None else b["input_ids"].numel()
-            b = to_device(b, dev)
-            state["mask"] = b["attention_mask"].bool() if am is not None else None
-            model(**b)
+            # the positions of real tokens are found on the host, before the batch goes to the device: no round trip
+            ids, am = b["input_ids"].cpu(), (b["attention_mask"].cpu() if b.get("attention_mask") is not None else None)
+            digest += _batch_digest(b, ids, am); n_batches += 1
+            if am is not None:
+                state["shape"], state["nb"] = tuple(am.shape), int(am.sum())
+                state["idx"] = None if state["nb"] == am.numel() else am.reshape(-1).bool().nonzero().squeeze(1).to(dev)
+            else: state["shape"], state["idx"], state["nb"] = None, None, ids.numel()
+            model(**to_device(b, dev))
             check(all(k == n_batches for k in state["fired"]), "some FFN layers were not run on every batch", "this model is not supported")
             state["n"] += state["nb"]
     finally:

@@ -14,7 +14,7 @@ from .core import *
 
 # %% auto 0
 __all__ = ['PREDICTORS', 'project_batch', 'Block', 'ARTransformer', 'Transformer', 'MLP', 'BiLSTM', 'make_predictor',
-           'train_predictor', 'LOPWarning', 'predict', 'save_predictor', 'load_predictor']
+           'train_predictor', 'predict', 'save_predictor', 'load_predictor']
 
 # %% ../nbs/17_predictors.ipynb 5
 def project_batch(r:torch.Tensor, targets:torch.Tensor, lo:float, hi:float, iters:int=80) -> torch.Tensor:
@@ -188,8 +188,6 @@ def train_predictor(kind:str, records:list, epochs:int=64, batch_size:int=40, lr
     return net, hist
 
 # %% ../nbs/17_predictors.ipynb 15
-class LOPWarning(UserWarning): "A result that is valid but deserves attention (e.g. a predictor extrapolating)."
-
 @torch.no_grad()
 def predict(net:nn.Module, targets) -> np.ndarray:
     "Per-layer ratios (B, L) for every target, meeting the mean and bounds exactly."
