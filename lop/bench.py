@@ -253,7 +253,7 @@ def _merge_json(path:Path, res:dict):
     write_json_atomic(path, {**old, torch.device(res["device_type"]).type: res})
 
 def _short(commit) -> str:
-    c = str(commit); return c[:10] + c[40:] if len(c) > 40 else c
+    c = str(commit); return c[:10] + c[40:] if len(c) >= 40 else c
 
 def bench_markdown(res:dict) -> str:
     "The benchmark results as Markdown tables (goal, value, met): one per device for a merged `bench.json`."
