@@ -32,7 +32,7 @@ def write_table(df:pd.DataFrame, name:str, folder="results", floatfmt=".2f", **p
 def save_figure(fig, name:str, folder="figures", **prov) -> Path:
     "Save `fig` as `folder/name.png` and `.pdf`, recording `provenance(**prov)`."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); p = provenance(**prov)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None: fig.tight_layout()   # a figure laid out by its own engine (e.g. "constrained") keeps it
     for ext in ("png", "pdf"):
         with atomic_path(folder/f"{name}.{ext}", f".{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight",
