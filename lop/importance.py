@@ -42,7 +42,7 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
         def fn(mod, args):
             h, shape, idx, nb, na = args[0], state["shape"], state["idx"], state["nb"], state["n"]
             if shape is not None and tuple(h.shape[:-1]) != shape:
-                check(False, f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
+                raise LOPError(f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
                       f"attention mask {shape}", "pass batches whose input_ids are already expanded "
                       "(image tokens included), as the model's processor returns them")
             h = h.reshape(-1, h.shape[-1])
