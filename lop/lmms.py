@@ -11,7 +11,7 @@ from .core import *
 from .prune import Plan, slice_ffn, make_plan, load_pruned
 from .importance import load_importance
 from .evaluate import default_prompt, task_metrics
-from .testbed import load_testbed, load_processor
+from .testbed import load_testbed, load_processor, is_testbed
 from .synthvqa import make_split, TASKS
 
 # %% auto 0
@@ -25,7 +25,7 @@ def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto")
     if pretrained == "testbed": return load_testbed(device=device)
     p = Path(pretrained)
     if (p/"lop.json").is_file(): return load_pruned(p, device=device), load_processor(p)
-    if (p/"lop_processor.json").is_file(): return load_testbed(p, device=device)
+    if is_testbed(p): return load_testbed(p, device=device)
     import transformers as tf
     dt = "auto" if dtype == "auto" else getattr(torch, dtype)
     try: model = tf.AutoModelForImageTextToText.from_pretrained(pretrained, dtype=dt)

@@ -143,7 +143,8 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     unknown = [n for n in notebooks if not (src/f"{n}.ipynb").is_file()]
     check(not unknown, f"unknown experiment notebook(s) {unknown}", f"use some of {NOTEBOOKS}")
     out = {}
-    testbed = model == "testbed" or (Path(model)/"lop_processor.json").is_file()
+    from lop.testbed import is_testbed
+    testbed = is_testbed(model)
     for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
         if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
             out[name] = "skipped (testbed models only)"; continue

@@ -17,7 +17,7 @@ from .synthvqa import *
 __all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
            'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
            'fact_item', 'value_item', 'where_item', 'count_item', 'training_items', 'encode_training', 'answer_loss',
-           'grow', 'train_testbed', 'save_testbed', 'load_processor', 'load_testbed']
+           'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -256,10 +256,14 @@ def save_testbed(model, processor, path, **meta) -> Path:
     write_json_atomic(path/"training.json", meta)
     return path
 
+def is_testbed(model) -> bool:
+    "Whether `model` (a name or a folder) is a SynthVQA testbed model: `testbed`, or a folder marked by `lop_processor.json`."
+    return str(model) == "testbed" or (Path(model)/"lop_processor.json").is_file()
+
 def load_processor(path):
     "The processor saved in `path`: a `TestbedProcessor` when marked so, otherwise `AutoProcessor`."
     path = Path(path)
-    if (path/"lop_processor.json").is_file(): return TestbedProcessor.from_pretrained(path)
+    if is_testbed(path): return TestbedProcessor.from_pretrained(path)
     return tf.AutoProcessor.from_pretrained(path)
 
 def load_testbed(path=None, device="cpu"):
