@@ -159,7 +159,7 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     say = print if progress else (lambda *a: None)
     res = dict(device=device_name(device), device_type=torch.device(device).type, date=time.strftime("%Y-%m-%d"),
-               provenance=provenance(quick=quick), torch=torch.__version__, transformers=tf.__version__)
+               provenance=provenance(quick=quick))
     m, proc = load_testbed(device=device)
     calib = encode_items(proc, calibration_items(100 if quick else 500))
     say("1. importance"); res["importance"] = bench_importance(m, calib, device)
@@ -250,7 +250,7 @@ def _merge_json(path:Path, res:dict):
     "Keep the latest run of each kind of device in one file: {'cpu': ..., 'cuda': ...}."
     old = json.loads(path.read_text()) if path.is_file() else {}
     if "device" in old: old = {"cpu": old}   # a file from before it held one run per kind of device
-    write_json_atomic(path, {**old, torch.device(res["device_type"]).type: res})
+    write_json_atomic(path, {**old, res["device_type"]: res})
 
 def _short(commit) -> str:
     c = str(commit); return c[:10] + c[40:] if len(c) >= 40 else c

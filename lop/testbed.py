@@ -257,8 +257,8 @@ def save_testbed(model, processor, path, **meta) -> Path:
     return path
 
 def is_testbed(model) -> bool:
-    "Whether `model` (a name or a folder) is a SynthVQA testbed model: `testbed`, or a folder marked by `lop_processor.json`."
-    return str(model) == "testbed" or (Path(model)/"lop_processor.json").is_file()
+    "Whether `model` (a name or a folder) is a SynthVQA testbed model: the name `testbed`, or a folder marked by `lop_processor.json`."
+    return (isinstance(model, str) and model == "testbed") or (Path(model)/"lop_processor.json").is_file()
 
 def load_processor(path):
     "The processor saved in `path`: a `TestbedProcessor` when marked so, otherwise `AutoProcessor`."
