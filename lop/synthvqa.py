@@ -11,9 +11,9 @@ from .core import *
 
 # %% auto 0
 __all__ = ['COLOURS', 'RGB', 'SHAPES', 'ROWS', 'COLS', 'CELLS', 'PAIRS', 'CELL', 'SIZE', 'MAXNUM', 'VALUE', 'FREQ', 'POPULAR',
-           'SPLITS', 'TASKS', 'YES_NO', 'SPLIT_SEEDS', 'cell_words', 'pair_words', 'value', 'layout_bucket',
-           'random_scene', 'render', 'mme_p_pair', 'mme_r_pair', 'mmbench_question', 'mmmu_question', 'pope_pair',
-           'task_items', 'make_split', 'calibration_items']
+           'SYLLABLES', 'N_NAMES', 'NAMES', 'NAME_VALUE', 'SPLITS', 'TASKS', 'YES_NO', 'SPLIT_SEEDS', 'cell_words',
+           'pair_words', 'value', 'layout_bucket', 'random_scene', 'render', 'mme_p_pair', 'mme_r_pair',
+           'mmbench_question', 'mmmu_question', 'pope_pair', 'task_items', 'make_split', 'calibration_items']
 
 # %% ../nbs/07_synthvqa.ipynb 5
 COLOURS = ("red", "green", "blue", "yellow")
@@ -32,13 +32,20 @@ _order = _world.permutation(len(PAIRS))
 FREQ = np.zeros(len(PAIRS)); FREQ[_order] = 1 / np.arange(1, len(PAIRS) + 1) ** 0.6; FREQ /= FREQ.sum()
 POPULAR = tuple(PAIRS[i] for i in _order)   # most frequent first
 
+SYLLABLES = tuple(c + v for c in "bdfgklmprstvz" for v in "aeiou")
+N_NAMES = 400
+_names = np.random.RandomState(20261126)
+NAMES = tuple(f"{SYLLABLES[a]} {SYLLABLES[b]}" for a, b in dict.fromkeys(
+    tuple(x) for x in _names.choice(len(SYLLABLES), size=(3 * N_NAMES, 2))))[:N_NAMES]
+NAME_VALUE = dict(zip(NAMES, (int(v) for v in _names.randint(1, 10, size=N_NAMES))))
+
 def cell_words(cell) -> str: return f"{ROWS[cell[0]]} {COLS[cell[1]]}"
 def pair_words(p) -> str: return f"{p[0]} {p[1]}"
 def value(obj) -> int:
     "The memorised value of an object `(pair, cell)`."
     return VALUE[obj]
 
-# %% ../nbs/07_synthvqa.ipynb 8
+# %% ../nbs/07_synthvqa.ipynb 9
 SPLITS = dict(test=(0, 1), val=(2, 3), calib=(4,), train=(5, 6, 7, 8, 9))
 
 def layout_bucket(scene) -> int:
@@ -70,7 +77,7 @@ def render(scene, rng) -> Image.Image:
     a = np.asarray(im).astype(np.int16) + rng.randint(-12, 13, size=(SIZE, SIZE, 3))
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
-# %% ../nbs/07_synthvqa.ipynb 11
+# %% ../nbs/07_synthvqa.ipynb 12
 def _absent(scene): return [p for p in PAIRS if p not in {q for q, _ in scene}]
 def _other(rng, seq, x): return seq[rng.choice([i for i, y in enumerate(seq) if y != x])]
 def _num_options(rng, right, lo, hi):
@@ -97,12 +104,14 @@ def mme_p_pair(rng, scene):
     q = lambda k: f"is the {pair_words(p)} at the {cell_words(k)} ?"
     return sub, [(q(cell), "yes"), (q(_other(rng, CELLS, cell)), "no")]
 
+def _name(rng): n = NAMES[rng.randint(N_NAMES)]; return n, NAME_VALUE[n]
+
 def mme_r_pair(rng, scene):
-    "Reasoning yes/no pair over memorised values: is the value at a cell, or the total value, greater than a number?"
-    sub = ("cell_value", "total")[rng.randint(2)]
-    if sub == "total":
-        t, d = sum(value(o) for o in scene), rng.randint(0, 3)
-        q = lambda n: f"is the total value of the objects greater than {n} ?"
+    "Reasoning yes/no pair over memorised values: is the value at a cell, or the sum of two named values, greater than a number?"
+    sub = ("cell_value", "name_sum")[rng.randint(2)]
+    if sub == "name_sum":
+        (x, a), (y, b) = _name(rng), _name(rng); t, d = a + b, rng.randint(0, 3)
+        q = lambda n: f"is the value of {x} plus the value of {y} greater than {n} ?"
         return sub, [(q(max(0, t - 1 - d)), "yes"), (q(t + d), "no")]
     o = scene[rng.randint(len(scene))]; v = value(o)
     q = lambda n: f"is the value of {_at(o[1])} greater than {n} ?"
@@ -117,14 +126,13 @@ def mmbench_question(rng, scene):
     return sub, f"what is the value of {_at(cell)} ?", _num_options(rng, value(o), 1, 9)
 
 def mmmu_question(rng, scene):
-    "Four-option multi-step question: the total value of the objects, or the difference of the values at two cells."
-    vals = [value(o) for o in scene]
-    if rng.randint(2) and len(set(vals)) > 1:
-        while True:
-            a, b = sorted(_two(rng, scene), key=lambda o: -value(o))
-            if value(a) > value(b): break
-        return "difference", f"what is the value of {_at(a[1])} minus the value of {_at(b[1])} ?", _num_options(rng, value(a) - value(b), 1, 8)
-    return "total", "what is the total value of the objects ?", _num_options(rng, sum(vals), 1, 9 * len(vals))
+    "Four-option multi-step question: the sum of two named values, or of a named value and the value of an object in the image."
+    x, a = _name(rng)
+    if rng.randint(2):
+        y, b = _name(rng)
+        return "names", f"what is the value of {x} plus the value of {y} ?", _num_options(rng, a + b, 2, 18)
+    o = scene[rng.randint(len(scene))]
+    return "name_and_image", f"what is the value of {x} plus the value of {_at(o[1])} ?", _num_options(rng, a + value(o), 2, 18)
 
 def pope_pair(rng, scene):
     "Object existence: a present object (yes) and an absent one (no) drawn at random, among popular pairs, or adversarially."
@@ -137,7 +145,7 @@ def pope_pair(rng, scene):
     q = lambda x: f"is there a {pair_words(x)} in the image ?"
     return split, [(q(scene[rng.randint(len(scene))][0]), "yes"), (q(pool[rng.randint(len(pool))]), "no")]
 
-# %% ../nbs/07_synthvqa.ipynb 14
+# %% ../nbs/07_synthvqa.ipynb 15
 TASKS = ("mme_p", "mme_r", "mmbench", "mmmu", "pope")
 YES_NO = ["yes", "no"]
 
@@ -174,7 +182,7 @@ def make_split(split:str, n:int, tasks=TASKS, seed:int=0, circular:bool=True) ->
         for u in range(n): items += task_items(task, rng, split, u, circular)
     return items
 
-# %% ../nbs/07_synthvqa.ipynb 18
+# %% ../nbs/07_synthvqa.ipynb 19
 def calibration_items(n:int=500, seed:int=0) -> list[dict]:
     "`n` calibration items covering the five tasks, in a fixed shuffled order."
     units = -(-n // 8) + 1   # one round of the five tasks gives 8 items (MME and POPE pairs, 2 MC questions)

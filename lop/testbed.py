@@ -16,8 +16,8 @@ from .synthvqa import *
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
            'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
-           'fact_item', 'value_item', 'where_item', 'count_item', 'training_items', 'encode_training', 'answer_loss',
-           'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor', 'load_testbed']
+           'fact_item', 'value_item', 'name_item', 'where_item', 'count_item', 'training_items', 'encode_training',
+           'answer_loss', 'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -27,7 +27,9 @@ _WORDS = ("yes no ? , . : options describe the image is there a an in are object
 def vocabulary() -> list[str]:
     "Every token of the testbed tokenizer: special tokens, template words, colours, shapes, cells, numbers."
     words = _WORDS + list(COLOURS) + list(SHAPES) + list(ROWS) + list(COLS) + [str(i) for i in range(MAXNUM + 1)]
-    return SPECIAL + list(dict.fromkeys(words))
+    clash = set(SYLLABLES) & set(words)
+    check(not clash, f"name syllables {sorted(clash)} are also template words", "choose other syllables")
+    return SPECIAL + list(dict.fromkeys(words)) + list(SYLLABLES)
 
 def build_tokenizer() -> tf.PreTrainedTokenizerFast:
     "The word-level testbed tokenizer."
@@ -108,7 +110,7 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=0.5, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=0.5, caption=0.5, lookup=0.5, where=0.5, count=0.25, fact=0.75, value=1.0)
+MIXTURE = dict(mme_p=0.5, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=0.5, caption=0.5, lookup=0.5, where=0.5, count=0.25, fact=0.5, value=1.0, name=2.0)
 
 def caption_item(rng, split="train") -> dict:
     "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
@@ -136,6 +138,11 @@ def value_item(rng, split="train") -> dict:
     obj = scene[rng.randint(len(scene))]
     return dict(task="value", question=f"what is the value of the object at the {cell_words(obj[1])} ?", answer=str(value(obj)), image=render(scene, rng))
 
+def name_item(rng, split="train") -> dict:
+    "`what is the value of <name> ?` → its value (the image is a distraction): the named things, taught one by one."
+    scene, name = random_scene(rng, split), NAMES[rng.randint(N_NAMES)]
+    return dict(task="name", question=f"what is the value of {name} ?", answer=str(NAME_VALUE[name]), image=render(scene, rng))
+
 def where_item(rng, split="train") -> dict:
     "`where is the <pair> ?` → its cell (`top left`) or `nowhere`: finding an object by what it looks like, the step before existence questions."
     scene = random_scene(rng, split)
@@ -148,7 +155,7 @@ def count_item(rng, split="train") -> dict:
     scene = random_scene(rng, split)
     return dict(task="count", question="how many objects are there ?", answer=str(len(scene)), image=render(scene, rng))
 
-AUXILIARY = dict(caption=caption_item, lookup=lookup_item, where=where_item, count=count_item, fact=fact_item, value=value_item)
+AUXILIARY = dict(caption=caption_item, lookup=lookup_item, where=where_item, count=count_item, fact=fact_item, value=value_item, name=name_item)
 
 def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
     "`n` training items drawn from the task `mixture` (weights)."
