@@ -16,8 +16,9 @@ from .synthvqa import *
 # %% auto 0
 __all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
            'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
-           'fact_item', 'value_item', 'name_item', 'where_item', 'count_item', 'training_items', 'encode_training',
-           'answer_loss', 'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor', 'load_testbed']
+           'fact_item', 'value_item', 'name_item', 'where_item', 'count_item', 'training_items', 'text_items',
+           'encode_training', 'answer_loss', 'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor',
+           'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -73,9 +74,9 @@ class TestbedProcessor:
                    mm_token_type_ids=(enc["input_ids"] == self.image_token_id).long())
         return out
 
-    def prompt(self, question:str) -> str:
-        "The testbed prompt: the question, then the image (so the image tokens can attend to the question)."
-        return f"<bos> {question} {self.vision_start}{self.image_token}{self.vision_end}"
+    def prompt(self, question:str, image:bool=True) -> str:
+        "The testbed prompt: the question, then the image (so the image tokens can attend to the question); `image=False` for a text-only prompt."
+        return f"<bos> {question} {self.vision_start}{self.image_token}{self.vision_end}" if image else f"<bos> {question}"
 
     def save_pretrained(self, path):
         self.tokenizer.save_pretrained(path); self.image_processor.save_pretrained(path)
@@ -168,9 +169,23 @@ def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
             out.append(items[rng.randint(len(items))])
     return out
 
+def text_items(rng, n:int, p_sum:float=0.4) -> list[dict]:
+    "`n` text-only items (no image): `what is the value of <name> ?`, or with probability `p_sum` the sum of two named values."
+    out = []
+    for _ in range(n):
+        x, y = NAMES[rng.randint(N_NAMES)], NAMES[rng.randint(N_NAMES)]
+        if rng.rand() < p_sum:
+            out.append(dict(task="name_sum", question=f"what is the value of {x} plus the value of {y} ?", answer=str(NAME_VALUE[x] + NAME_VALUE[y])))
+        else: out.append(dict(task="name", question=f"what is the value of {x} ?", answer=str(NAME_VALUE[x])))
+    return out
+
 def encode_training(processor, items) -> dict:
-    "A batch with `labels` on the answer tokens only (-100 elsewhere)."
-    b = processor([processor.prompt(it["question"]) + " " + it["answer"] for it in items], images=[it["image"] for it in items])
+    "A batch with `labels` on the answer tokens only (-100 elsewhere); items without an `image` get a text-only prompt."
+    with_image = {"image" in it for it in items}
+    check(len(with_image) == 1, "a training batch mixes items with and without images", "encode them as two batches")
+    image = with_image.pop()
+    b = processor([processor.prompt(it["question"], image) + " " + it["answer"] for it in items],
+                  images=[it["image"] for it in items] if image else None)
     n_ans = [len(it["answer"].split()) for it in items]
     ends = b["attention_mask"].sum(1)
     labels = torch.full_like(b["input_ids"], -100)
@@ -185,7 +200,7 @@ def answer_loss(logits, labels) -> torch.Tensor:
     m = (lb != -100).float()
     return ((tok * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
-# %% ../nbs/08_testbed.ipynb 15
+# %% ../nbs/08_testbed.ipynb 16
 def _lr(step, steps, warmup, lr):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
@@ -211,7 +226,7 @@ def _depth(step, layers, stages):
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
-                  reading_steps=1000, reading_mixture=READING, grow_at=None):
+                  reading_steps=1000, reading_mixture=READING, grow_at=None, text_steps=0, text_batch=64, text_every=0, text_sum=0.4):
     "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
@@ -220,6 +235,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     ck, start, hist = out/"checkpoint.pt", 0, []
     cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
                reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
+    if text_steps or text_every: cfg.update(text_steps=text_steps, text_batch=text_batch, text_every=text_every, text_sum=text_sum)
     state = None
     if ck.exists():
         try: state = torch.load(ck, weights_only=False)
@@ -238,16 +254,21 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         if depth != len(model.model.language_model.layers):   # grow, with fresh optimiser moments
             model = grow(model, proc, depth, **kw).train(); opt = new_opt()
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
-        b = encode_training(proc, training_items(rng, batch_size, reading_mixture if step < reading_steps else mixture))
-        labels = b.pop("labels")
+        if step < text_steps: batches = [text_items(rng, text_batch, text_sum)]                       # text-only stage
+        else:
+            batches = [training_items(rng, batch_size, reading_mixture if step < text_steps + reading_steps else mixture)]
+            if text_every: batches.append(text_items(rng, text_every, text_sum))                   # keep rehearsing the names
         grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
-        loss = answer_loss(model(**b, use_cache=False).logits, labels)
-        opt.zero_grad(set_to_none=True); loss.backward()
+        opt.zero_grad(set_to_none=True)
+        losses = []
+        for items in batches:
+            b = encode_training(proc, items); labels = b.pop("labels")
+            l = answer_loss(model(**b, use_cache=False).logits, labels); l.backward(); losses.append(l.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-        hist.append(dict(step=step + 1, loss=round(loss.item(), 5), lr=opt.param_groups[0]["lr"], layers=depth,
-                         seconds=round(time.perf_counter() - t0, 2)))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        hist.append(dict(step=step + 1, loss=round(losses[0], 5), lr=opt.param_groups[0]["lr"], layers=depth,
+                         seconds=round(time.perf_counter() - t0, 2), **({"text_loss": round(losses[1], 5)} if len(losses) > 1 else {})))
+        bar.set_postfix(loss=f"{losses[0]:.3f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 in (steps, until):
             with atomic_path(ck) as tmp:
                 torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step + 1, history=hist,
@@ -255,7 +276,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model.eval()
     return model, proc, hist
 
-# %% ../nbs/08_testbed.ipynb 20
+# %% ../nbs/08_testbed.ipynb 21
 def save_testbed(model, processor, path, **meta) -> Path:
     "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
