@@ -23,7 +23,7 @@ def write_table(df:pd.DataFrame, name:str, folder="results", floatfmt=".2f", **p
     "Write `df` as `folder/name.csv` and `folder/name.md`, recording `provenance(**prov)`."
     folder = Path(folder); p = provenance(**prov)
     with atomic_path(folder/f"{name}.csv") as tmp: df.to_csv(tmp, index=False)
-    md = df.to_markdown(index=False, floatfmt=floatfmt)
+    md = df.to_markdown(index=False, floatfmt=[".0f" if pd.api.types.is_integer_dtype(df[c]) else floatfmt for c in df.columns])   # integers stay integers
     keys = ("commit", "mode", "seed", "device", "time", "wall_s")
     write_text_atomic(folder/f"{name}.md", md + "\n\n<sub>" + ", ".join(f"{k}: {p[k]}" for k in keys if k in p) + "</sub>\n")
     _index(folder, f"{name}.csv", p)
