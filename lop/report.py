@@ -19,11 +19,12 @@ def _index(folder:Path, name:str, prov:dict):
     idx[name] = prov
     write_json_atomic(idx_path, dict(sorted(idx.items())))
 
-def write_table(df:pd.DataFrame, name:str, folder="results", floatfmt=".2f", **prov) -> Path:
-    "Write `df` as `folder/name.csv` and `folder/name.md`, recording `provenance(**prov)`."
+def write_table(df:pd.DataFrame, name:str, folder="results", floatfmt=".2f", formats:dict|None=None, **prov) -> Path:
+    "Write `df` as `folder/name.csv` and `folder/name.md` (numbers as `floatfmt`, or `formats[column]`), recording `provenance(**prov)`."
     folder = Path(folder); p = provenance(**prov)
     with atomic_path(folder/f"{name}.csv") as tmp: df.to_csv(tmp, index=False)
-    md = df.to_markdown(index=False, floatfmt=[".0f" if pd.api.types.is_integer_dtype(df[c]) else floatfmt for c in df.columns])   # integers stay integers
+    fmt = lambda c: (formats or {}).get(c, ".0f" if pd.api.types.is_integer_dtype(df[c]) else floatfmt)   # integers stay integers
+    md = df.to_markdown(index=False, floatfmt=[fmt(c) for c in df.columns])
     keys = ("commit", "mode", "seed", "device", "time", "wall_s")
     write_text_atomic(folder/f"{name}.md", md + "\n\n<sub>" + ", ".join(f"{k}: {p[k]}" for k in keys if k in p) + "</sub>\n")
     _index(folder, f"{name}.csv", p)
