@@ -12,8 +12,9 @@ from .core import *
 # %% auto 0
 __all__ = ['COLOURS', 'RGB', 'SHAPES', 'ROWS', 'COLS', 'CELLS', 'PAIRS', 'CELL', 'SIZE', 'MAXNUM', 'VALUE', 'FREQ', 'POPULAR',
            'SYLLABLES', 'N_NAMES', 'NAMES', 'NAME_VALUE', 'SPLITS', 'TASKS', 'YES_NO', 'SPLIT_SEEDS', 'cell_words',
-           'pair_words', 'value', 'layout_bucket', 'random_scene', 'render', 'mme_p_pair', 'mme_r_pair',
-           'mmbench_question', 'mmmu_question', 'pope_pair', 'task_items', 'make_split', 'calibration_items']
+           'pair_words', 'value', 'layout_bucket', 'random_scene', 'render', 'value_question', 'sum_question',
+           'mme_p_pair', 'mme_r_pair', 'mmbench_question', 'mmmu_question', 'pope_pair', 'task_items', 'make_split',
+           'calibration_items']
 
 # %% ../nbs/07_synthvqa.ipynb 5
 COLOURS = ("red", "green", "blue", "yellow")
@@ -85,6 +86,12 @@ def _num_options(rng, right, lo, hi):
     start = min(max(lo, right - rng.randint(4)), hi - 3)
     return [str(right)] + [str(v) for v in range(start, start + 4) if v != right]
 def _at(cell): return f"the object at the {cell_words(cell)}"
+def value_question(x:str) -> str:
+    "`what is the value of <x> ?`: the phrasing the value questions share, in the tasks and in training."
+    return f"what is the value of {x} ?"
+def sum_question(x:str, y:str) -> str:
+    "`what is the value of <x> plus the value of <y> ?`: MMMU's sums, and the sums rehearsed in training."
+    return f"what is the value of {x} plus the value of {y} ?"
 def _two(rng, scene):
     i, j = rng.choice(len(scene), size=2, replace=False); return scene[i], scene[j]
 
@@ -123,16 +130,16 @@ def mmbench_question(rng, scene):
     o = scene[rng.randint(len(scene))]; (colour, shape), cell = o
     if sub == "colour": return sub, f"what colour is {_at(cell)} ?", [colour] + [c for c in COLOURS if c != colour]
     if sub == "shape": return sub, f"what shape is {_at(cell)} ?", [shape] + [s for s in SHAPES if s != shape] + ["nothing"]
-    return sub, f"what is the value of {_at(cell)} ?", _num_options(rng, value(o), 1, 9)
+    return sub, value_question(_at(cell)), _num_options(rng, value(o), 1, 9)
 
 def mmmu_question(rng, scene):
     "Four-option multi-step question: the sum of two named values, or of a named value and the value of an object in the image."
     x, a = _name(rng)
     if rng.randint(2):
         y, b = _name(rng)
-        return "names", f"what is the value of {x} plus the value of {y} ?", _num_options(rng, a + b, 2, 18)
+        return "names", sum_question(x, y), _num_options(rng, a + b, 2, 18)
     o = scene[rng.randint(len(scene))]
-    return "name_and_image", f"what is the value of {x} plus the value of {_at(o[1])} ?", _num_options(rng, a + value(o), 2, 18)
+    return "name_and_image", sum_question(x, _at(o[1])), _num_options(rng, a + value(o), 2, 18)
 
 def pope_pair(rng, scene):
     "Object existence: a present object (yes) and an absent one (no) drawn at random, among popular pairs, or adversarially."

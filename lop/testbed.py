@@ -137,12 +137,12 @@ def value_item(rng, split="train") -> dict:
     "`what is the value of the object at the <cell> ?` → its value: read the cell, then recall the table (the two hops every reasoning question needs)."
     scene = random_scene(rng, split)
     obj = scene[rng.randint(len(scene))]
-    return dict(task="value", question=f"what is the value of the object at the {cell_words(obj[1])} ?", answer=str(value(obj)), image=render(scene, rng))
+    return dict(task="value", question=value_question(f"the object at the {cell_words(obj[1])}"), answer=str(value(obj)), image=render(scene, rng))
 
 def name_item(rng, split="train") -> dict:
     "`what is the value of <name> ?` → its value (the image is a distraction): the named things, taught one by one."
     scene, name = random_scene(rng, split), NAMES[rng.randint(N_NAMES)]
-    return dict(task="name", question=f"what is the value of {name} ?", answer=str(NAME_VALUE[name]), image=render(scene, rng))
+    return dict(task="name", question=value_question(name), answer=str(NAME_VALUE[name]), image=render(scene, rng))
 
 def where_item(rng, split="train") -> dict:
     "`where is the <pair> ?` → its cell (`top left`) or `nowhere`: finding an object by what it looks like, the step before existence questions."
@@ -175,8 +175,8 @@ def text_items(rng, n:int, p_sum:float=0.4) -> list[dict]:
     for _ in range(n):
         x, y = NAMES[rng.randint(N_NAMES)], NAMES[rng.randint(N_NAMES)]
         if rng.rand() < p_sum:
-            out.append(dict(task="name_sum", question=f"what is the value of {x} plus the value of {y} ?", answer=str(NAME_VALUE[x] + NAME_VALUE[y])))
-        else: out.append(dict(task="name", question=f"what is the value of {x} ?", answer=str(NAME_VALUE[x])))
+            out.append(dict(task="name_sum", question=sum_question(x, y), answer=str(NAME_VALUE[x] + NAME_VALUE[y])))
+        else: out.append(dict(task="name", question=value_question(x), answer=str(NAME_VALUE[x])))
     return out
 
 def encode_training(processor, items) -> dict:
