@@ -14,7 +14,7 @@ from .core import *
 from .synthvqa import *
 
 # %% auto 0
-__all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
+__all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'PAIRED', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
            'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
            'fact_item', 'value_item', 'name_item', 'where_item', 'count_item', 'training_items', 'text_items',
            'encode_training', 'answer_loss', 'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor',
@@ -158,16 +158,19 @@ def count_item(rng, split="train") -> dict:
 
 AUXILIARY = dict(caption=caption_item, lookup=lookup_item, where=where_item, count=count_item, fact=fact_item, value=value_item, name=name_item)
 
+PAIRED = ("mme_p", "mme_r", "pope")   # yes/no tasks: an image comes with a true and a false question
+
 def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
-    "`n` training items drawn from the task `mixture` (weights)."
+    "`n` training items drawn from the task `mixture` (weights); a yes/no task contributes both questions of its image."
     names = list(mixture); w = np.array([mixture[k] for k in names], dtype=float); w /= w.sum()
     out = []
-    for task in rng.choice(names, size=n, p=w):
+    while len(out) < n:
+        task = names[rng.choice(len(names), p=w)]
         if task in AUXILIARY: out.append(AUXILIARY[task](rng))
         else:
             items = task_items(task, rng, "train", 0, circular=False)
-            out.append(items[rng.randint(len(items))])
-    return out
+            out.extend(items if task in PAIRED else [items[rng.randint(len(items))]])
+    return out[:n]
 
 def text_items(rng, n:int, p_sum:float=0.4) -> list[dict]:
     "`n` text-only items (no image): `what is the value of <name> ?`, or with probability `p_sum` the sum of two named values."
@@ -200,7 +203,7 @@ def answer_loss(logits, labels) -> torch.Tensor:
     m = (lb != -100).float()
     return ((tok * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
-# %% ../nbs/08_testbed.ipynb 16
+# %% ../nbs/08_testbed.ipynb 17
 def _lr(step, steps, warmup, lr):
     if step < warmup: return lr * (step + 1) / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
@@ -276,7 +279,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model.eval()
     return model, proc, hist
 
-# %% ../nbs/08_testbed.ipynb 21
+# %% ../nbs/08_testbed.ipynb 22
 def save_testbed(model, processor, path, **meta) -> Path:
     "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
