@@ -160,16 +160,16 @@ AUXILIARY = dict(caption=caption_item, lookup=lookup_item, where=where_item, cou
 
 PAIRED = ("mme_p", "mme_r", "pope")   # yes/no tasks: an image comes with a true and a false question
 
-def training_items(rng, n:int, mixture:dict=MIXTURE) -> list[dict]:
-    "`n` training items drawn from the task `mixture` (weights); a yes/no task contributes both questions of its image."
+def training_items(rng, n:int, mixture:dict=MIXTURE, paired:bool=False) -> list[dict]:
+    "`n` training items drawn from the task `mixture` (weights); with `paired` a yes/no task contributes both questions of its image."
     names = list(mixture); w = np.array([mixture[k] for k in names], dtype=float); w /= w.sum()
-    out = []
+    draws, out = None if paired else iter(rng.choice(names, size=n, p=w)), []
     while len(out) < n:
-        task = names[rng.choice(len(names), p=w)]
+        task = names[rng.choice(len(names), p=w)] if paired else next(draws)
         if task in AUXILIARY: out.append(AUXILIARY[task](rng))
         else:
             items = task_items(task, rng, "train", 0, circular=False)
-            out.extend(items if task in PAIRED else [items[rng.randint(len(items))]])
+            out.extend(items if paired and task in PAIRED else [items[rng.randint(len(items))]])
     return out[:n]
 
 def text_items(rng, n:int, p_sum:float=0.4) -> list[dict]:
@@ -229,7 +229,7 @@ def _depth(step, layers, stages):
 
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
-                  reading_steps=1000, reading_mixture=READING, grow_at=None, text_steps=0, text_batch=64, text_every=0, text_sum=0.4):
+                  reading_steps=1000, reading_mixture=READING, grow_at=None, text_steps=0, text_batch=64, text_every=0, text_sum=0.4, paired=False):
     "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
@@ -239,6 +239,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
                reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
     if text_steps or text_every: cfg.update(text_steps=text_steps, text_batch=text_batch, text_every=text_every, text_sum=text_sum)
+    if paired: cfg.update(paired=True)
     state = None
     if ck.exists():
         try: state = torch.load(ck, weights_only=False)
@@ -259,7 +260,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         if step < text_steps: batches = [text_items(rng, text_batch, text_sum)]                       # text-only stage
         else:
-            batches = [training_items(rng, batch_size, reading_mixture if step < text_steps + reading_steps else mixture)]
+            batches = [training_items(rng, batch_size, reading_mixture if step < text_steps + reading_steps else mixture, paired)]
             if text_every: batches.append(text_items(rng, text_every, text_sum))                   # keep rehearsing the names
         grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
