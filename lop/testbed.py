@@ -111,7 +111,7 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=1.0, mme_r=1.5, mmbench=1.0, mmmu=2.0, pope=1.0, caption=0.5, lookup=0.5, where=0.5, count=0.25, fact=0.5, value=1.0, name=0.5)
+MIXTURE = dict(mme_p=0.75, mme_r=1.0, mmbench=2.0, mmmu=2.0, pope=0.5, caption=0.5, lookup=1.0, where=0.5, count=0.25, fact=0.5, value=1.0, name=0.25)
 
 def caption_item(rng, split="train") -> dict:
     "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
