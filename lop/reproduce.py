@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
-import json, time
+import json, os, time
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import *
@@ -145,6 +145,7 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     out = {}
     from lop.testbed import is_testbed
     testbed = is_testbed(model)
+    os.environ.setdefault("TQDM_MININTERVAL", "10")   # the kernels' progress bars: a line per 10 s in the executed notebooks
     for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
         if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
             out[name] = "skipped (testbed models only)"; continue
