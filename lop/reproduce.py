@@ -4,13 +4,13 @@
 
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
-import json, os, time
+import json, os, shutil, time
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import *
 from .models import model_fingerprint
 from .importance import collect_importance, save_importance, load_importance
-from .dataset import generate_dataset, target_grid
+from .dataset import generate_dataset, target_grid, read_dataset
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
@@ -76,15 +76,29 @@ def check_params(**params):
 
 # %% ../nbs/19_reproduce.ipynb 12
 class Context:
-    "What an experiment notebook works with, built lazily from (model, mode, seed, work_dir)."
-    def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work"):
+    """What an experiment notebook works with, built lazily from (model, mode, seed, work_dir). With `shipped`, the
+    shipped testbed's search dataset and predictor start the work folder when a full-mode run made them with these
+    budgets, seed and model (the search notebook, which makes them, passes `shipped=False`)."""
+    def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True):
         from lop.lmms import load_model
         check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)))
         seed_everything(seed)
-        self.b, self.seed, self.work = budget(mode), seed, Path(work_dir)
+        self.b, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"
         self.work.mkdir(parents=True, exist_ok=True)
         self.model, self.processor = load_model(model, device="cpu")
         self._cache = {}
+    def _work_file(self, name:str, shipped_name:str|None=None) -> Path:
+        "`work/name`, first copied from the shipped testbed's `shipped_name` when that was made with this context's budgets, seed and model."
+        from lop.ondemand import testbed_assets
+        dst, d = self.work/name, testbed_assets()
+        if dst.is_file() or not (self.shipped and shipped_name and (d/"artefacts.json").is_file()): return dst
+        a = json.loads((d/"artefacts.json").read_text())
+        recs = read_dataset(d/"dataset.jsonl") if (d/"dataset.jsonl").is_file() else []
+        if (a.get("budgets") == json.loads(json.dumps(self.b)) and a.get("provenance", {}).get("seed") == self.seed
+                and recs and all(r.get("model") == model_fingerprint(self.model) for r in recs)
+                and (d/shipped_name).is_file() and file_sha256(d/shipped_name) == a.get("files", {}).get(shipped_name)):
+            shutil.copy(d/shipped_name, dst)
+        return dst
     def _get(self, key, make):
         if key not in self._cache: self._cache[key] = make()
         return self._cache[key]
@@ -116,13 +130,15 @@ class Context:
     @property
     def l2(self): return self.scores("l2")
     @property
-    def records(self): return self._get("records", lambda: get_dataset(self.model, self.val, self.l2, self.work/"dataset.jsonl", self.b, self.seed))
+    def records(self):
+        return self._get("records", lambda: get_dataset(self.model, self.val, self.l2, self._work_file("dataset.jsonl", "dataset.jsonl"), self.b, self.seed))
     def predictor(self, kind="ar_transformer"):
-        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, self.work/f"predictor_{kind}.safetensors", self.b["epochs"], self.seed))
+        path = self._work_file(f"predictor_{kind}.safetensors", "predictor.safetensors" if kind == "ar_transformer" else None)
+        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, path, self.b["epochs"], self.seed))
     @property
     def ar(self): return self.predictor("ar_transformer")
 
-# %% ../nbs/19_reproduce.ipynb 15
+# %% ../nbs/19_reproduce.ipynb 17
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures")
 
 def _nbs_dir() -> Path:
