@@ -29,7 +29,7 @@ setuptools.setup(
         'Natural Language :: ' + cfg['language'].title(),
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]],
     url = cfg['git_url'],
-    packages = setuptools.find_packages(include=['lop', 'lop.*']),
+    packages = setuptools.find_namespace_packages(include=['lop', 'lop.*'], exclude=['*__pycache__*']),   # lop.assets.testbed: package data
     include_package_data = True,
     install_requires = requirements,
     extras_require = {'dev': dev_requirements},
