@@ -83,6 +83,6 @@ def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, eval
         if child.reward > best.reward: best = child
         trace.append(dict(simulation=sim + 1, reward=child.reward, best=best.reward, depth=child.depth,
                           delta=delta, cached=cached, evaluations=len(cache)))
-        bar.set_postfix(best=f"{best.reward:.2f}", evals=len(cache))
+        bar.set_postfix(best=f"{best.reward:.2f}", evals=len(cache), refresh=False)
     return SearchResult([float(x) for x in best.ratios], best.reward, target, len(cache), len(trace),
                         time.perf_counter() - t0, trace)

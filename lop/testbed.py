@@ -272,7 +272,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
         hist.append(dict(step=step + 1, loss=round(losses[0], 5), lr=opt.param_groups[0]["lr"], layers=depth,
                          seconds=round(time.perf_counter() - t0, 2), **({"text_loss": round(losses[1], 5)} if len(losses) > 1 else {})))
-        bar.set_postfix(loss=f"{losses[0]:.3f}")
+        bar.set_postfix(loss=f"{losses[0]:.3f}", refresh=False)   # shown at the bar's own refresh (TQDM_MININTERVAL)
         if (step + 1) % checkpoint_every == 0 or step + 1 in (steps, until):
             with atomic_path(ck) as tmp:
                 torch.save(dict(model=model.state_dict(), optimizer=opt.state_dict(), step=step + 1, history=hist,
