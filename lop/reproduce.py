@@ -93,10 +93,11 @@ class Context:
         dst, d = self.work/name, testbed_assets()
         if dst.is_file() or not (self.shipped and shipped_name and (d/"artefacts.json").is_file()): return dst
         a = json.loads((d/"artefacts.json").read_text())
+        if a.get("budgets") != json.loads(json.dumps(self.b)) or a.get("provenance", {}).get("seed") != self.seed: return dst
+        fp = model_fingerprint(self.model)
         recs = read_dataset(d/"dataset.jsonl") if (d/"dataset.jsonl").is_file() else []
-        if (a.get("budgets") == json.loads(json.dumps(self.b)) and a.get("provenance", {}).get("seed") == self.seed
-                and recs and all(r.get("model") == model_fingerprint(self.model) for r in recs)
-                and (d/shipped_name).is_file() and file_sha256(d/shipped_name) == a.get("files", {}).get(shipped_name)):
+        if (recs and all(r.get("model") == fp for r in recs) and (d/shipped_name).is_file()
+                and file_sha256(d/shipped_name) == a.get("files", {}).get(shipped_name)):
             shutil.copy(d/shipped_name, dst)
         return dst
     def _get(self, key, make):
@@ -133,8 +134,9 @@ class Context:
     def records(self):
         return self._get("records", lambda: get_dataset(self.model, self.val, self.l2, self._work_file("dataset.jsonl", "dataset.jsonl"), self.b, self.seed))
     def predictor(self, kind="ar_transformer"):
-        path = self._work_file(f"predictor_{kind}.safetensors", "predictor.safetensors" if kind == "ar_transformer" else None)
-        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, path, self.b["epochs"], self.seed))
+        shipped = "predictor.safetensors" if kind == "ar_transformer" else None
+        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, self._work_file(f"predictor_{kind}.safetensors", shipped),
+                                                               self.b["epochs"], self.seed))
     @property
     def ar(self): return self.predictor("ar_transformer")
 
