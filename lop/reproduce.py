@@ -5,6 +5,7 @@
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
 import json, os, shutil, time
+from unittest.mock import patch
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import *
@@ -163,18 +164,18 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     out = {}
     from lop.testbed import is_testbed
     testbed = is_testbed(model)
-    os.environ.setdefault("TQDM_MININTERVAL", "10")   # the kernels' progress bars: a line per 10 s in the executed notebooks
-    for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
-        if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
-            out[name] = "skipped (testbed models only)"; continue
-        params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
-        if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts
-        stamp = fingerprint((src/f"{name}.ipynb").read_bytes(), params)
-        if not force and stamps.get(name) == stamp and (executed/f"{name}.ipynb").is_file():
-            out[name] = "skipped"; continue
-        t0 = time.perf_counter()
-        pm.execute_notebook(str(src/f"{name}.ipynb"), str(executed/f"{name}.ipynb"), parameters=params,
-                            cwd=str(root), progress_bar=False, kernel_name="python3")
-        stamps[name] = stamp; write_json_atomic(stamps_path, stamps)
-        out[name] = f"ran in {time.perf_counter() - t0:.0f}s"
+    with patch.dict(os.environ, TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "10")):   # kernels' bars: a line per 10 s
+        for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
+            if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
+                out[name] = "skipped (testbed models only)"; continue
+            params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
+            if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts
+            stamp = fingerprint((src/f"{name}.ipynb").read_bytes(), params)
+            if not force and stamps.get(name) == stamp and (executed/f"{name}.ipynb").is_file():
+                out[name] = "skipped"; continue
+            t0 = time.perf_counter()
+            pm.execute_notebook(str(src/f"{name}.ipynb"), str(executed/f"{name}.ipynb"), parameters=params,
+                                cwd=str(root), progress_bar=False, kernel_name="python3")
+            stamps[name] = stamp; write_json_atomic(stamps_path, stamps)
+            out[name] = f"ran in {time.perf_counter() - t0:.0f}s"
     return out

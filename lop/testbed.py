@@ -227,6 +227,21 @@ def grow(model, processor, layers:int, **model_kw):
 def _depth(step, layers, stages):
     return max([layers] + [l for s, l in stages.items() if step >= s])
 
+def _reading_stages(reading_steps, reading_mixture) -> list:
+    "The reading phase as [(steps, mixture), ...]: one stage (an int and a dict) or several (two lists of one length)."
+    if isinstance(reading_mixture, dict): return [(reading_steps, reading_mixture)]
+    ok = isinstance(reading_steps, (list, tuple)) and len(reading_steps) == len(reading_mixture)
+    check(ok, f"reading_steps={reading_steps!r} does not match {len(reading_mixture)} reading mixtures",
+          "give one number of steps per reading mixture (two lists of the same length)")
+    return list(zip(reading_steps, reading_mixture))
+
+def _mixture_at(step, stages, mixture) -> dict:
+    "The task weights at `step` of the multimodal phase: the reading stages in turn, then `mixture`."
+    for n, mix in stages:
+        if step < n: return mix
+        step -= n
+    return mixture
+
 def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
                   checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
                   reading_steps=1000, reading_mixture=READING, grow_at=None, text_steps=0, text_batch=64, text_every=0, text_sum=0.4, paired=False):
@@ -235,6 +250,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     if threads: torch.set_num_threads(threads)
     proc, kw = build_processor(), dict(model_kw or {})
     layers0, stages = kw.pop("layers", 12), {int(s): l for s, l in (grow_at or {}).items()}   # keys may be strings (JSON)
+    reading = _reading_stages(reading_steps, reading_mixture)
     ck, start, hist = out/"checkpoint.pt", 0, []
     cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
                reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
@@ -260,7 +276,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
         if step < text_steps: batches = [text_items(rng, text_batch, text_sum)]                       # text-only stage
         else:
-            batches = [training_items(rng, batch_size, reading_mixture if step < text_steps + reading_steps else mixture, paired)]
+            batches = [training_items(rng, batch_size, _mixture_at(step - text_steps, reading, mixture), paired)]
             if text_every: batches.append(text_items(rng, text_every, text_sum))                   # keep rehearsing the names
         grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
@@ -280,7 +296,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model.eval()
     return model, proc, hist
 
-# %% ../nbs/08_testbed.ipynb 22
+# %% ../nbs/08_testbed.ipynb 24
 def save_testbed(model, processor, path, **meta) -> Path:
     "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-import json
+import json, os
 from pathlib import Path
 import pytest
 from lop.core import LOPError
@@ -10,9 +10,11 @@ TABLES = ["testbed_dense", "testbed_uniform_curve", "testbed_layer_sensitivity",
 FIGURES = ["testbed_pruning_curve", "fig4_mcts_progress", "fig1_overview", "fig2_importance", "ratio_profiles",
            "accuracy_vs_ratio", "time_breakdown"]
 
-def test_every_notebook_runs_and_writes_its_artefacts(tmp_path):
+def test_every_notebook_runs_and_writes_its_artefacts(tmp_path, monkeypatch):
     proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path / "model")
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     out = reproduce("smoke", model=str(tmp_path / "model"), root=tmp_path, progress=False)
+    assert "TQDM_MININTERVAL" not in os.environ   # set for the kernels only, not left in the caller's environment
     assert list(out) == list(NOTEBOOKS) and all(v.startswith("ran") for v in out.values())
     res, fig = tmp_path / "runs/smoke/results", tmp_path / "runs/smoke/figures"
     for t in TABLES: assert (res / f"{t}.csv").is_file() and (res / f"{t}.md").is_file(), t
