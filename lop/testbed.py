@@ -88,7 +88,7 @@ class TestbedProcessor:
 def build_processor() -> TestbedProcessor: return TestbedProcessor(build_tokenizer(), build_image_processor())
 
 # %% ../nbs/08_testbed.ipynb 9
-def testbed_config(tokenizer, hidden=128, ffn=96, layers=12, heads=4, kv_heads=2, vision_depth=2, vision_hidden=64) -> tf.Qwen2_5_VLConfig:
+def testbed_config(tokenizer, hidden=128, ffn=80, layers=12, heads=4, kv_heads=2, vision_depth=2, vision_hidden=64) -> tf.Qwen2_5_VLConfig:
     "A tiny Qwen2.5-VL configuration for the testbed vocabulary."
     half = hidden // heads // 2
     t = half // 4; h = (half - t) // 2
@@ -111,7 +111,7 @@ def build_model(processor, seed=0, **cfg) -> tf.Qwen2_5_VLForConditionalGenerati
         return tf.Qwen2_5_VLForConditionalGeneration(testbed_config(processor.tokenizer, **cfg))
 
 # %% ../nbs/08_testbed.ipynb 12
-MIXTURE = dict(mme_p=0.75, mme_r=1.0, mmbench=2.0, mmmu=2.0, pope=0.5, caption=0.5, lookup=1.0, where=0.5, count=0.25, fact=0.5, value=1.0, name=0.25)
+MIXTURE = dict(mme_p=0.75, mme_r=1.0, mmbench=2.0, mmmu=2.0, pope=0.5, caption=0.5, lookup=1.0, where=0.5, count=0.25, fact=0.5, value=2.5, name=0.25)
 
 def caption_item(rng, split="train") -> dict:
     "`describe the image .` → every occupied cell and its object, in reading order, ended by `<eos>`."
