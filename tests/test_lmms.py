@@ -36,9 +36,9 @@ def test_bad_pretrained_and_pruning_specs(untrained, tmp_path):
 def test_pruning_spec_by_target_and_scores(untrained, tmp_path):
     from lop.importance import collect_importance, save_importance
     from lop.models import find_ffns
+    from lop.prune import kept_width
     m, proc = load_model(str(untrained / "model"), device="cpu")
     calib = [proc(["<bos> is there a red circle ?"], images=None)]
-    from lop.prune import kept_width
     save_importance(collect_importance(m, calib, progress=False), tmp_path / "s.safetensors")
     widths = [f.width for f in find_ffns(m)]
     apply_pruning(m, target=0.5, scores=str(tmp_path / "s.safetensors"))
