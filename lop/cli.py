@@ -87,9 +87,9 @@ def cmd_eval(a):
     if a.predictor: prune_to(m, a.target, a.predictor, a.scores)
     else: apply_pruning(m, a.plan, a.target, a.scores)
     res = _evaluator(m, proc, a.split, a.n, a.seed).evaluate()
-    out = dict({k: v for k, v in res.items() if k != "details"}, provenance=provenance(model=a.model, split=a.split, n=a.n))
+    out = dict({k: v for k, v in res.items() if k not in ("details", "predictions")}, provenance=provenance(model=a.model, split=a.split, n=a.n))
     print(json.dumps({k: round(v, 2) for k, v in res.items() if isinstance(v, float)}))
-    if a.out: write_json_atomic(a.out, dict(out, details=res["details"]))
+    if a.out: write_json_atomic(a.out, dict(out, details=res["details"], predictions=res.get("predictions")))
 
 def cmd_search(a):
     from lop.mcts import mcts_search

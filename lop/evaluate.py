@@ -6,7 +6,7 @@
 from __future__ import annotations
 import time
 from collections import defaultdict
-import torch, torch.nn as nn
+import numpy as np, torch, torch.nn as nn
 from tqdm.auto import tqdm
 from .core import *
 from .models import *
@@ -15,7 +15,8 @@ from .metrics import *
 from .prune import masked, make_plan
 
 # %% auto 0
-__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'encode_items', 'Evaluator', 'ratio_reward']
+__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'summarise', 'task_metrics', 'encode_items', 'Evaluator',
+           'paired_bootstrap', 'ratio_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
 INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with one of the options directly."}
@@ -37,6 +38,15 @@ def candidate_ids(tokenizer, candidates) -> list[int]:
     return ids
 
 # %% ../nbs/10_evaluate.ipynb 7
+def summarise(items:list, preds:list) -> dict:
+    "Per-task metrics of the predicted answers `preds` to `items`, and the average of the tasks' headline numbers."
+    check(len(items) == len(preds) > 0, f"{len(items)} items but {len(preds)} predictions", "pass one prediction per item")
+    by = defaultdict(lambda: ([], []))
+    for it, p in zip(items, preds): by[it["task"]][0].append(it); by[it["task"]][1].append(p)
+    res = {t: task_metrics(t, *by[t]) for t in sorted(by)}
+    return dict({t: r["headline"] for t, r in res.items()}, average=sum(r["headline"] for r in res.values()) / len(res), details=res)
+
+# %% ../nbs/10_evaluate.ipynb 8
 def task_metrics(task:str, items:list, preds:list) -> dict:
     "The metric of `task` over `items` and their predicted answers."
     ok = [p == it["answer"] for it, p in zip(items, preds)]
@@ -95,14 +105,30 @@ class Evaluator:
         if plan is not None:
             with masked(self.model, plan, compensate): preds = self.predict()
         else: preds = self.predict()
-        by = defaultdict(lambda: ([], []))
-        for it, p in zip(self.items, preds): by[it["task"]][0].append(it); by[it["task"]][1].append(p)
-        res = {t: task_metrics(t, *by[t]) for t in self.tasks}
-        return dict({t: r["headline"] for t, r in res.items()}, average=sum(r["headline"] for r in res.values()) / len(res),
-                    details=res, seconds=time.perf_counter() - t0)
+        return dict(summarise(self.items, preds), predictions=preds, seconds=time.perf_counter() - t0)
     __call__ = evaluate
 
-# %% ../nbs/10_evaluate.ipynb 12
+# %% ../nbs/10_evaluate.ipynb 13
+def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:float=0.95, seed:int=0) -> dict:
+    "Average score of `preds_a` minus that of `preds_b` on `items`, with a unit-level bootstrap interval at `level`."
+    check(len(items) == len(preds_a) == len(preds_b) > 0, f"{len(items)} items, {len(preds_a)} and {len(preds_b)} predictions",
+          "pass one prediction per item for both models")
+    check(isinstance(n, int) and n > 0 and 0 < level < 1, f"n={n!r} and level={level!r}", "use n ≥ 1 replicates and 0 < level < 1")
+    units = defaultdict(lambda: defaultdict(list))          # task -> unit -> item indices
+    for i, it in enumerate(items): units[it["task"]][it["group"]].append(i)
+    rng, diffs = np.random.RandomState(seed), []
+    for _ in range(n):
+        idx, draw = [], []
+        for task in sorted(units):
+            groups = list(units[task].values())
+            for k, g in enumerate(rng.randint(len(groups), size=len(groups))):   # a unit drawn twice counts as two units
+                for i in groups[g]: idx.append(i); draw.append(dict(items[i], group=f"{items[i]['group']}#{k}"))
+        diffs.append(summarise(draw, [preds_a[i] for i in idx])["average"] - summarise(draw, [preds_b[i] for i in idx])["average"])
+    d, tail = np.array(diffs), (1 - level) / 2
+    return dict(diff=summarise(items, preds_a)["average"] - summarise(items, preds_b)["average"],
+                lo=float(np.quantile(d, tail)), hi=float(np.quantile(d, 1 - tail)), share_ahead=float((d > 0).mean()), replicates=n)
+
+# %% ../nbs/10_evaluate.ipynb 18
 def ratio_reward(evaluator:Evaluator, scores, key:str="average", compensate=None):
     "A function ratios → the evaluator's `key` metric with the model masked at those per-layer ratios."
     return lambda ratios: evaluator.evaluate(make_plan(scores, ratios), compensate)[key]
