@@ -11,7 +11,7 @@ from .core import *
 from .mcts import mcts_search
 
 # %% auto 0
-__all__ = ['target_grid', 'read_dataset', 'write_dataset', 'generate_dataset']
+__all__ = ['target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'generate_dataset']
 
 # %% ../nbs/16_dataset.ipynb 5
 def target_grid(lo:float=0.05, hi:float=0.60, step:float=0.025) -> list[float]:
@@ -40,6 +40,10 @@ def write_dataset(path, records:list[dict]) -> Path:
     return write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["target"])))
 
 # %% ../nbs/16_dataset.ipynb 10
+def target_seed(seed:int, target:float) -> int:
+    "The seed of the search at `target` in a dataset made with `seed` (a rerun at one target repeats the dataset's search)."
+    return (seed * 1_000_003 + int(round(target * 1e6))) % 2**31
+
 def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, model_fingerprint:str="", dense_reward=None,
                      progress:bool=True, **mcts_kw) -> list[dict]:
     "MCTS at every target in `targets` (default: `target_grid()`), resumable; returns all records of `path`."
@@ -54,7 +58,7 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
     if dense_reward is None and todo: dense_reward = float(reward_fn([0.0] * n_layers))
     for t in tqdm(todo, desc="dataset", disable=not progress):
         t0 = time.perf_counter()
-        res = mcts_search(reward_fn, n_layers, t, seed=(seed * 1_000_003 + int(round(t * 1e6))) % 2**31, progress=False, **mcts_kw)
+        res = mcts_search(reward_fn, n_layers, t, seed=target_seed(seed, t), progress=False, **mcts_kw)
         recs.append(dict(target=t, ratios=res.ratios, reward=res.reward, dense_reward=dense_reward, evaluations=res.evaluations,
                          simulations=res.simulations, seconds=round(time.perf_counter() - t0, 3), seed=seed,
                          lo=mcts_kw.get("lo", 0.0), hi=mcts_kw.get("hi", 0.95),

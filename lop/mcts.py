@@ -50,7 +50,7 @@ class SearchResult:
 
 def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, evaluations:int=200, delta0:float=0.1,
                 gamma:float=0.8, c:float=0.5, branching:int=3, lo:float=0.0, hi:float=0.95, weights=None, seed:int=0,
-                progress:bool=True) -> SearchResult:
+                normalize:bool=False, progress:bool=True) -> SearchResult:
     "Search per-layer ratios with mean `target` maximising `reward_fn(ratios) -> float`."
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")
     check(simulations > 0 and evaluations > 0, "simulations and evaluations must be positive")
@@ -73,7 +73,8 @@ def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, eval
         node = root
         while len(node.children) >= branching:
             logn = math.log(node.visits)
-            node = max(node.children, key=lambda ch: ch.total / ch.visits + c * math.sqrt(logn / ch.visits))
+            q0, span = (min(cache.values()), max(max(cache.values()) - min(cache.values()), 1e-12)) if normalize else (0.0, 1.0)
+            node = max(node.children, key=lambda ch: (ch.total / ch.visits - q0) / span + c * math.sqrt(logn / ch.visits))
         delta = delta0 * gamma ** node.depth
         child = Node(project(node.ratios + rng.uniform(-delta, delta, n_layers), target, lo, hi, weights), node.depth + 1, node)
         node.children.append(child)
