@@ -15,7 +15,7 @@ from .metrics import *
 from .prune import masked, make_plan
 
 # %% auto 0
-__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'summarise', 'task_metrics', 'encode_items', 'Evaluator',
+__all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'summarise', 'encode_items', 'Evaluator',
            'paired_bootstrap', 'ratio_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
@@ -38,15 +38,6 @@ def candidate_ids(tokenizer, candidates) -> list[int]:
     return ids
 
 # %% ../nbs/10_evaluate.ipynb 7
-def summarise(items:list, preds:list) -> dict:
-    "Per-task metrics of the predicted answers `preds` to `items`, and the average of the tasks' headline numbers."
-    check(len(items) == len(preds) > 0, f"{len(items)} items but {len(preds)} predictions", "pass one prediction per item")
-    by = defaultdict(lambda: ([], []))
-    for it, p in zip(items, preds): by[it["task"]][0].append(it); by[it["task"]][1].append(p)
-    res = {t: task_metrics(t, *by[t]) for t in sorted(by)}
-    return dict({t: r["headline"] for t, r in res.items()}, average=sum(r["headline"] for r in res.values()) / len(res), details=res)
-
-# %% ../nbs/10_evaluate.ipynb 8
 def task_metrics(task:str, items:list, preds:list) -> dict:
     "The metric of `task` over `items` and their predicted answers."
     ok = [p == it["answer"] for it, p in zip(items, preds)]
@@ -61,6 +52,14 @@ def task_metrics(task:str, items:list, preds:list) -> dict:
         return dict(headline=s["accuracy"], **s)
     s = accuracy([dict(correct=c) for c in ok])
     return dict(headline=s["accuracy"], **s)
+
+def summarise(items:list, preds:list) -> dict:
+    "Per-task metrics of the predicted answers `preds` to `items`, and the average of the tasks' headline numbers."
+    check(len(items) == len(preds) > 0, f"{len(items)} items but {len(preds)} predictions", "pass one prediction per item")
+    by = defaultdict(lambda: ([], []))
+    for it, p in zip(items, preds): by[it["task"]][0].append(it); by[it["task"]][1].append(p)
+    res = {t: task_metrics(t, *by[t]) for t in sorted(by)}
+    return dict({t: r["headline"] for t, r in res.items()}, average=sum(r["headline"] for r in res.values()) / len(res), details=res)
 
 def encode_items(processor, items:list, batch_size:int=32, with_answer:bool=True, prompt=default_prompt) -> list[dict]:
     "Model-input batches of `items` (prompt and image, followed by the answer when `with_answer`): e.g. a calibration set."
@@ -77,7 +76,6 @@ class Evaluator:
         check(len(items) > 0, "no items to evaluate", "pass a non-empty split (e.g. lop.synthvqa.make_split('val', 50))")
         self.model, self.processor, self.items, self.progress = model, processor, list(items), progress
         tok = getattr(processor, "tokenizer", processor)
-        self.tasks = sorted({it["task"] for it in self.items})
         self.batches = encode_items(processor, self.items, batch_size, with_answer=False, prompt=prompt)
         self.starts = list(range(0, len(self.items), batch_size))
         self.cands = [[candidate_ids(tok, it["candidates"]) for it in self.items[i:i + batch_size]] for i in self.starts]
@@ -108,7 +106,7 @@ class Evaluator:
         return dict(summarise(self.items, preds), predictions=preds, seconds=time.perf_counter() - t0)
     __call__ = evaluate
 
-# %% ../nbs/10_evaluate.ipynb 13
+# %% ../nbs/10_evaluate.ipynb 12
 def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:float=0.95, seed:int=0) -> dict:
     "Average score of `preds_a` minus that of `preds_b` on `items`, with a unit-level bootstrap interval at `level`."
     check(len(items) == len(preds_a) == len(preds_b) > 0, f"{len(items)} items, {len(preds_a)} and {len(preds_b)} predictions",
@@ -128,7 +126,7 @@ def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:f
     return dict(diff=summarise(items, preds_a)["average"] - summarise(items, preds_b)["average"],
                 lo=float(np.quantile(d, tail)), hi=float(np.quantile(d, 1 - tail)), share_ahead=float((d > 0).mean()), replicates=n)
 
-# %% ../nbs/10_evaluate.ipynb 18
+# %% ../nbs/10_evaluate.ipynb 17
 def ratio_reward(evaluator:Evaluator, scores, key:str="average", compensate=None):
     "A function ratios → the evaluator's `key` metric with the model masked at those per-layer ratios."
     return lambda ratios: evaluator.evaluate(make_plan(scores, ratios), compensate)[key]

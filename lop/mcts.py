@@ -70,10 +70,10 @@ def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, eval
     bar = tqdm(range(simulations), desc=f"MCTS @ {target:.3f}", disable=not progress, leave=False)
     for sim in bar:
         if len(cache) >= evaluations: break
-        node = root
+        node, (q0, span) = root, (0.0, 1.0)
+        if normalize: q0 = min(cache.values()); span = max(max(cache.values()) - q0, 1e-12)
         while len(node.children) >= branching:
             logn = math.log(node.visits)
-            q0, span = (min(cache.values()), max(max(cache.values()) - min(cache.values()), 1e-12)) if normalize else (0.0, 1.0)
             node = max(node.children, key=lambda ch: (ch.total / ch.visits - q0) / span + c * math.sqrt(logn / ch.visits))
         delta = delta0 * gamma ** node.depth
         child = Node(project(node.ratios + rng.uniform(-delta, delta, n_layers), target, lo, hi, weights), node.depth + 1, node)
