@@ -65,7 +65,7 @@ def demo(kind:str="qwen2_5_vl", ratio:float=0.3, out:str="runs/demo", seed:int=0
 
 # %% ../nbs/09_cli.ipynb 11
 def _load(model, device=None):
-    from lop.lmms import load_model
+    from lop.load import load_model
     return load_model(model, device or "cpu")
 
 def cmd_importance(a):
@@ -81,7 +81,7 @@ def _evaluator(m, proc, split, n, seed=0):
     return Evaluator(m, proc, make_split(split, n, seed=seed))
 
 def cmd_eval(a):
-    from lop.lmms import apply_pruning
+    from lop.load import apply_pruning
     from lop.ondemand import prune_to
     m, proc = _load(a.model, a.device)
     if a.predictor: prune_to(m, a.target, a.predictor, a.scores)

@@ -12,42 +12,14 @@ from .prune import Plan, slice_ffn, make_plan, load_pruned
 from .importance import load_importance
 from .evaluate import default_prompt, task_metrics
 from .testbed import load_testbed, load_processor, is_testbed
+from .load import load_model, apply_pruning
 from .synthvqa import make_split, TASKS
 
 # %% auto 0
-__all__ = ['PAPER_LMMS', 'SYNTHVQA_LMMS', 'load_model', 'apply_pruning', 'LOPModel', 'LMMSEvaluator', 'doc_to_visual',
-           'doc_to_text', 'process_results', 'aggregate', 'write_lmms_tasks']
+__all__ = ['PAPER_LMMS', 'SYNTHVQA_LMMS', 'LOPModel', 'LMMSEvaluator', 'doc_to_visual', 'doc_to_text', 'process_results',
+           'aggregate', 'write_lmms_tasks']
 
-# %% ../nbs/11_lmms.ipynb 5
-def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto"):
-    "(model, processor) for `pretrained`: `testbed`, a lop checkpoint folder, or a Hugging Face model folder."
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if pretrained == "testbed": return load_testbed(device=device)
-    p = Path(pretrained)
-    if (p/"lop.json").is_file(): return load_pruned(p, device=device), load_processor(p)
-    if is_testbed(p): return load_testbed(p, device=device)
-    import transformers as tf
-    dt = "auto" if dtype == "auto" else getattr(torch, dtype)
-    try: model = tf.AutoModelForImageTextToText.from_pretrained(pretrained, dtype=dt)
-    except (OSError, ValueError) as e:
-        raise LOPError(f"cannot load a model from {pretrained!r} ({type(e).__name__}: {str(e)[:200]})",
-                       "pass 'testbed', a folder saved by lop, or a local Hugging Face model folder (nothing is downloaded when offline)") from None
-    return model.to(device).eval(), tf.AutoProcessor.from_pretrained(pretrained)
-
-def apply_pruning(model, plan=None, target=None, scores=None, predictor=None):
-    "Prune `model` in place by a saved `plan`, or at `target` with the importance `scores` file: the ratio of every layer predicted by `predictor` (a saved LOP predictor), or uniform without one."
-    check(plan is None or target is None, "give either plan= or target=, not both")
-    if plan is not None: return slice_ffn(model, Plan.load(plan))
-    if target is not None:
-        check(scores is not None, "target= needs importance scores to choose the neurons", "add scores=PATH (saved by lop.importance.save_importance)")
-        if predictor is not None:
-            from lop.ondemand import prune_to
-            return prune_to(model, float(target), predictor, scores)[0]
-        return slice_ffn(model, make_plan(load_importance(scores, model=model), float(target)))
-    check(predictor is None, "predictor= needs a target=", "add target=RATIO")
-    return model
-
-# %% ../nbs/11_lmms.ipynb 7
+# %% ../nbs/11_lmms.ipynb 6
 from lmms_eval.api.model import lmms as _lmms
 
 class LOPModel(_lmms):
@@ -102,7 +74,7 @@ class LOPModel(_lmms):
     def generate_until_multi_round(self, requests):
         raise NotImplementedError("the lop lmms-eval model answers single-round generate_until tasks")
 
-# %% ../nbs/11_lmms.ipynb 9
+# %% ../nbs/11_lmms.ipynb 8
 PAPER_LMMS = dict(mme_p=("mme", "mme_perception_score", 1 / 20), mme_r=("mme", "mme_cognition_score", 1 / 8),
                   mmbench=("mmbench_en_dev_static", "gpt_eval_score", 1.0), mmmu=("mmmu_val", "mmmu_acc", 100.0),
                   pope=("pope", "pope_accuracy", 100.0))
@@ -133,7 +105,7 @@ class LMMSEvaluator:
         return dict(out, average=sum(out.values()) / len(out), details=res, seconds=time.perf_counter() - t0)
     __call__ = evaluate
 
-# %% ../nbs/11_lmms.ipynb 11
+# %% ../nbs/11_lmms.ipynb 10
 def doc_to_visual(doc): 
     from PIL import Image
     return [Image.open(doc["image_path"]).convert("RGB")]

@@ -81,7 +81,7 @@ class Context:
     shipped testbed's search dataset and predictor start the work folder when a full-mode run made them with these
     budgets, seed and model (the search notebook, which makes them, passes `shipped=False`)."""
     def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True):
-        from lop.lmms import load_model
+        from lop.load import load_model
         check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)))
         seed_everything(seed)
         self.b, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"

@@ -2,7 +2,8 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 from lop.core import LOPError
-from lop.lmms import write_lmms_tasks, load_model, apply_pruning
+from lop.lmms import write_lmms_tasks
+from lop.load import load_model, apply_pruning
 from lop.testbed import build_processor, build_model, save_testbed
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_stock_lmms_eval_cli_finds_the_lop_model(untrained, tmp_path):
     assert res[0]["n-samples"]["lop_synthvqa_mmbench"]["effective"] == 8   # 2 questions × 4 circular rotations
 
 def test_bad_pretrained_and_pruning_specs(untrained, tmp_path):
-    with pytest.raises(LOPError, match="cannot load a model"): load_model(str(tmp_path / "nowhere"), device="cpu")
+    with pytest.raises(LOPError, match="no such folder"): load_model(str(tmp_path / "nowhere"), device="cpu")
     m, proc = load_model(str(untrained / "model"), device="cpu")
     with pytest.raises(LOPError, match="needs importance scores"): apply_pruning(m, target=0.3)
     with pytest.raises(LOPError, match="not both"): apply_pruning(m, plan="x.json", target=0.3)

