@@ -11,7 +11,7 @@ from .core import *
 from .mcts import mcts_search
 
 # %% auto 0
-__all__ = ['target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'generate_dataset']
+__all__ = ['target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'dataset_settings', 'generate_dataset']
 
 # %% ../nbs/16_dataset.ipynb 5
 def target_grid(lo:float=0.05, hi:float=0.60, step:float=0.025) -> list[float]:
@@ -44,11 +44,15 @@ def target_seed(seed:int, target:float) -> int:
     "The seed of the search at `target` in a dataset made with `seed` (a rerun at one target repeats the dataset's search)."
     return (seed * 1_000_003 + int(round(target * 1e6))) % 2**31
 
+def dataset_settings(seed:int, model_fingerprint:str, n_layers:int, **mcts_kw) -> str:
+    "The fingerprint that every record of a dataset made with these settings carries (a file mixes no two settings)."
+    return fingerprint(dict(mcts_kw), seed, model_fingerprint, n_layers)
+
 def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, model_fingerprint:str="", dense_reward=None,
                      progress:bool=True, **mcts_kw) -> list[dict]:
     "MCTS at every target in `targets` (default: `target_grid()`), resumable; returns all records of `path`."
     targets = target_grid() if targets is None else [round(float(t), 6) for t in targets]
-    settings = fingerprint(dict(mcts_kw), seed, model_fingerprint, n_layers)
+    settings = dataset_settings(seed, model_fingerprint, n_layers, **mcts_kw)
     recs = read_dataset(path)
     other = [r for r in recs if r.get("settings") != settings]
     check(not other, f"{path} holds {len(other)} records made with other settings (search budgets, seed or model)",
