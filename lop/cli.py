@@ -12,6 +12,7 @@ from .models import *
 from .importance import *
 from .prune import *
 from .toy import *
+from .text import CORPORA
 
 # %% auto 0
 __all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_bench',
@@ -68,11 +69,21 @@ def _load(model, device=None):
     from lop.load import load_model
     return load_model(model, device or "cpu")
 
+def _is_text(proc) -> bool:
+    "Whether a model's processor is a plain tokenizer (a text-only model): its data is real text, not SynthVQA."
+    return not hasattr(proc, "image_processor") and not hasattr(proc, "prompt")
+
+def _text(proc, a, **sizes):
+    from lop.text import text_data
+    return text_data(proc, a.corpus, a.seed, **dict(dict(calibration=1, validation=1, test=1, last_word=1), **sizes))
+
 def cmd_importance(a):
     from lop.synthvqa import calibration_items
     from lop.evaluate import encode_items
     m, proc = _load(a.model, a.device)
-    imp = collect_importance(m, encode_items(proc, calibration_items(a.n, a.seed), a.batch_size), a.metric)
+    batches = (_text(proc, a, calibration=a.n).calibration if _is_text(proc)
+               else encode_items(proc, calibration_items(a.n, a.seed), a.batch_size))
+    imp = collect_importance(m, batches, a.metric)
     save_importance(imp, a.out); print(f"{imp} → {a.out}")
 
 def _evaluator(m, proc, split, n, seed=0):
@@ -80,12 +91,31 @@ def _evaluator(m, proc, split, n, seed=0):
     from lop.evaluate import Evaluator
     return Evaluator(m, proc, make_split(split, n, seed=seed))
 
+def _reward(m, proc, imp, a):
+    "The search's reward: −KL to the dense model on validation windows (text models), or the SynthVQA validation average."
+    if _is_text(proc):
+        from lop.texteval import TextEvaluator, kl_reward
+        return kl_reward(TextEvaluator(m, proc, _text(proc, a, validation=a.n).validation, reference=True, progress=False), imp)
+    from lop.evaluate import ratio_reward
+    return ratio_reward(_evaluator(m, proc, "val", a.n, a.seed), imp)
+
+def _eval_text(m, tok, a):
+    from lop.texteval import TextEvaluator, perplexity_interval
+    td = _text(tok, a, test=a.windows, last_word=a.last_word)
+    res = TextEvaluator(m, tok, td.test, td.last_word)()
+    p, lo, hi = perplexity_interval(res, seed=a.seed)
+    summary = dict(perplexity=p, ppl_lo=lo, ppl_hi=hi, last_word=res["last_word"], seconds=res["seconds"])
+    print(json.dumps({k: round(v, 3) for k, v in summary.items()}))
+    if a.out: write_json_atomic(a.out, dict(summary, data=td.meta, nll=res["nll"], last_word_correct=res["last_word_correct"],
+                                            provenance=provenance(model=a.model, corpus=a.corpus)))
+
 def cmd_eval(a):
     from lop.load import apply_pruning
     from lop.ondemand import prune_to
     m, proc = _load(a.model, a.device)
-    if a.predictor: prune_to(m, a.target, a.predictor, a.scores)
+    if a.predictor or (a.target is not None and a.scores is None and a.plan is None): prune_to(m, a.target, a.predictor, a.scores)
     else: apply_pruning(m, a.plan, a.target, a.scores)
+    if _is_text(proc): return _eval_text(m, proc, a)
     res = _evaluator(m, proc, a.split, a.n, a.seed).evaluate()
     out = dict({k: v for k, v in res.items() if k not in ("details", "predictions")}, provenance=provenance(model=a.model, split=a.split, n=a.n))
     print(json.dumps({k: round(v, 2) for k, v in res.items() if isinstance(v, float)}))
@@ -96,7 +126,7 @@ def cmd_search(a):
     from lop.evaluate import ratio_reward
     m, proc = _load(a.model, a.device)
     imp = load_importance(a.scores, model=m)
-    res = mcts_search(ratio_reward(_evaluator(m, proc, "val", a.n, a.seed), imp), len(imp), a.target,
+    res = mcts_search(_reward(m, proc, imp, a), len(imp), a.target,
                       simulations=a.simulations, evaluations=a.evaluations, seed=a.seed)
     make_plan(imp, res.ratios).save(a.out)
     write_json_atomic(Path(a.out).with_suffix(".trace.json"), dict(vars(res), provenance=provenance(model=a.model)))
@@ -107,7 +137,7 @@ def cmd_dataset(a):
     from lop.evaluate import ratio_reward
     m, proc = _load(a.model, a.device)
     imp = load_importance(a.scores, model=m)
-    recs = generate_dataset(a.out, ratio_reward(_evaluator(m, proc, "val", a.n, a.seed), imp), len(imp),
+    recs = generate_dataset(a.out, _reward(m, proc, imp, a), len(imp),
                             target_grid(a.lo, a.hi, a.step), seed=a.seed, model_fingerprint=model_fingerprint(m),
                             simulations=a.simulations, evaluations=a.evaluations)
     print(f"{len(recs)} records in {a.out}")
@@ -139,7 +169,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     def add(name, fn, help, model=True):
         s = sub.add_parser(name, help=help); s.set_defaults(fn=fn)
-        if model: s.add_argument("--model", default="testbed", help="testbed, a lop checkpoint folder, or a local HF model folder")
+        if model: s.add_argument("--model", default="testbed", help="testbed, smollm2-135m, gemma3-270m, a .gguf file, a lop checkpoint folder, "
+                                                                 "or a local HF model folder")
+        if model: s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA), help="the text of a text-only model's data")
         if model: s.add_argument("--device", default=None)
         s.add_argument("--seed", type=int, default=0)
         return s
@@ -149,8 +181,10 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output folder")
     s = add("importance", cmd_importance, "neuron importance over the calibration set")
     s.add_argument("--out", required=True); s.add_argument("--metric", default="l2", choices=METRICS)
-    s.add_argument("--n", type=int, default=500); s.add_argument("--batch-size", type=int, default=32)
-    s = add("eval", cmd_eval, "SynthVQA metrics of a model, optionally pruned")
+    s.add_argument("--n", type=int, default=500, help="calibration items (text models: windows of 256 tokens)"); s.add_argument("--batch-size", type=int, default=32)
+    s = add("eval", cmd_eval, "SynthVQA metrics of a model (text models: perplexity and last-word accuracy), optionally pruned")
+    s.add_argument("--windows", type=int, default=32, help="text models: test windows of 256 tokens")
+    s.add_argument("--last-word", type=int, default=100, help="text models: last-word items")
     s.add_argument("--split", default="test", choices=["val", "test"]); s.add_argument("--n", type=int, default=50)
     s.add_argument("--plan"); s.add_argument("--target", type=ratio_arg); s.add_argument("--scores"); s.add_argument("--predictor")
     s.add_argument("--out")
@@ -158,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
                            ("dataset", cmd_dataset, "MCTS over a grid of targets (the predictor's training data; resumable)")):
         s = add(name, fn, help)
         s.add_argument("--scores", required=True); s.add_argument("--out", required=True)
-        s.add_argument("--n", type=int, default=30, help="validation units per task")
+        s.add_argument("--n", type=int, default=30, help="validation units per task (text models: validation windows of 256 tokens)")
         s.add_argument("--simulations", type=int, default=300); s.add_argument("--evaluations", type=int, default=200)
         if name == "search": s.add_argument("--target", type=ratio_arg, required=True)
         else:

@@ -14,7 +14,7 @@ from .prune import make_plan, slice_ffn
 from .predictors import predict, load_predictor
 
 # %% auto 0
-__all__ = ['testbed_assets', 'prune_to']
+__all__ = ['testbed_assets', 'shipped_assets', 'prune_to']
 
 # %% ../nbs/18_ondemand.ipynb 5
 def testbed_assets() -> Path:
@@ -22,11 +22,24 @@ def testbed_assets() -> Path:
     import lop
     return Path(lop.__file__).resolve().parent/"assets"/"testbed"
 
+def shipped_assets(model:nn.Module) -> Path|None:
+    "The shipped assets folder (predictor and L2 scores) made for `model` (same fingerprint), or None."
+    from lop.models import model_fingerprint
+    from safetensors import safe_open
+    import json
+    fp = model_fingerprint(model)
+    for d in sorted(testbed_assets().parent.iterdir()):
+        f = d/"importance_l2.safetensors"
+        if not (f.is_file() and (d/"predictor.safetensors").is_file()): continue
+        with safe_open(str(f), "pt") as h: meta = json.loads((h.metadata() or {}).get("lop", "{}"))
+        if meta.get("model") == fp: return d
+    return None
+
 def _resolve(model, predictor, scores):
-    d = testbed_assets()
+    d = testbed_assets() if predictor is not None and scores is not None else shipped_assets(model)
     if predictor is None or scores is None:
-        check((d/"importance_l2.safetensors").is_file() and (d/"predictor.safetensors").is_file(),
-              "no predictor or importance scores given, and none are shipped", "pass predictor= and scores= (files or objects)")
+        check(d is not None, "no predictor or importance scores given, and none are shipped for this model",
+              "pass predictor= and scores= (files or objects); lop ships them for the testbed, smollm2-135m and gemma3-270m")
     n = len(find_ffns(model))
     if predictor is None: predictor = d/"predictor.safetensors"
     if scores is None: scores = d/"importance_l2.safetensors"

@@ -55,6 +55,8 @@ def real_assets(model:str) -> Path:
     return Path(lop.__file__).resolve().parent/"assets"/model
 
 # %% ../nbs/25_realmodels.ipynb 8
+def _predictor_file(kind:str) -> str: return "predictor.safetensors" if kind == "ar_transformer" else f"predictor_{kind}.safetensors"
+
 class RealRun:
     "Model, data, importance, evaluators, search dataset and predictors of the real-model track, built lazily."
     def __init__(self, model:str="smollm2-135m", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True):
@@ -109,7 +111,7 @@ class RealRun:
         return self._get("heldout", lambda: self._dataset("heldout.jsonl", self.b.heldout))
     def predictor(self, kind:str="ar_transformer"):
         from lop.reproduce import get_predictor
-        name = f"predictor_{kind}.safetensors"
+        name = _predictor_file(kind)
         return self._get(("pred", kind), lambda: get_predictor(kind, self.records, self._from_shipped(name), self.b.epochs, self.seed))
 
 # %% ../nbs/25_realmodels.ipynb 10
@@ -139,7 +141,7 @@ def ship(run:RealRun, kinds=("ar_transformer",), **prov) -> Path:
     files = ["importance_l2.safetensors"]
     for name in ("dataset.jsonl", "heldout.jsonl"):
         if (run.work/name).is_file(): shutil.copy(run.work/name, d/name); files.append(name)
-    for k in kinds: save_predictor(run.predictor(k), d/f"predictor_{k}.safetensors"); files.append(f"predictor_{k}.safetensors")
+    for k in kinds: save_predictor(run.predictor(k), d/_predictor_file(k)); files.append(_predictor_file(k))
     write_json_atomic(d/"artefacts.json", dict(model=run.name, description=run.description, fingerprint=model_fingerprint(run.model),
                                                files={f: file_sha256(d/f) for f in files}, budget=asdict(run.b), data=run.data(run.b.search_corpus).meta,
                                                provenance=p))
