@@ -15,7 +15,8 @@ from .prune import make_plan, slice_ffn
 
 # %% auto 0
 __all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_rounding',
-           'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_markdown']
+           'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_real', 'run_real',
+           'bench_markdown']
 
 # %% ../nbs/21_bench.ipynb 5
 def _sync(device):
@@ -146,7 +147,7 @@ def _child_peak(code:str) -> float:
     check(r.returncode == 0, f"memory probe failed: {r.stderr[-500:]}")
     return float(r.stdout.strip().splitlines()[-1])
 
-def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, progress=True) -> dict:
+def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, progress=True, real=("smollm2-135m",)) -> dict:
     "Run every benchmark; write `out/bench.json` and `out/bench.md`; return the results."
     from lop.testbed import load_testbed
     from lop.synthvqa import make_split, calibration_items
@@ -208,6 +209,8 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     res["slicing"] = bench_slicing(big, 0.5, device); del big; gc.collect(); _empty(device)
     say("7. peak memory")
     res["memory"] = _memory_gpu(shape, nl, dtype, device) if gpu else _memory_cpu(shape, nl)
+    if not gpu:
+        say("8. on-demand pruning of real models"); res["real"] = [bench_real(n, quick=quick) for n in real]
     out = Path(out); _merge_json(out/"bench.json", res)
     write_text_atomic(out/"bench.md", bench_markdown(json.loads((out/"bench.json").read_text())))
     return res
@@ -245,6 +248,44 @@ def _memory_gpu(shape, nl, dtype, device) -> dict:
     p_slice = peak(lambda: slice_ffn(m, make_plan([torch.arange(f.width, 0, -1.) for f in find_ffns(m)], 0.5)))
     del m; gc.collect(); torch.cuda.empty_cache()
     return _memory_summary(base, p_slice, p_imp, p_fwd, "peak GPU memory allocated")
+
+def bench_real(name:str="smollm2-135m", target:float=0.3, quick:bool=False) -> dict:
+    "On-demand pruning of the real model `name` at `target` on the CPU: its MCTS search and FLAP (with its calibration pass) ÷ LOP's prune."
+    import tempfile
+    from lop.load import load_model
+    from lop.realmodels import RealRun, real_assets
+    from lop.texteval import kl_reward
+    from lop.mcts import mcts_search
+    from lop.baselines import flap
+    from lop.ondemand import prune_to
+    from lop.predictors import load_predictor
+    from lop.importance import load_importance
+    with tempfile.TemporaryDirectory() as work:
+        run = RealRun(name, "full", work_dir=work, shipped=False)
+        d, n = real_assets(name), run.n_layers
+        check((d/"predictor.safetensors").is_file(), f"no predictor shipped for {name}", "run lop reproduce --full --only real_models")
+        l2, net = load_importance(d/"importance_l2.safetensors", model=run.model), load_predictor(d/"predictor.safetensors", n_layers=n)
+        kw = dict(run.b.search, evaluations=20 if quick else run.b.evaluations)
+        mcts_s = mcts_search(kl_reward(run.val, l2), n, target, **kw, progress=False).seconds
+        calib = run.data(run.b.search_corpus).calibration
+        flap_s = flap(run.model, target, batches=calib).seconds
+        def lop_once():
+            mm, _ = load_model(name, device="cpu")
+            t0 = time.perf_counter(); prune_to(mm, target, net, l2); return time.perf_counter() - t0
+        lop_warm = statistics.median(lop_once() for _ in range(5))
+        t0 = time.perf_counter(); collect_importance(run.model, calib, "l2", progress=False); cold = time.perf_counter() - t0
+    return dict(model=name, description=run.description, target=target, mcts_evaluations=kw["evaluations"], mcts_s=mcts_s,
+                flap_s=flap_s, lop_warm_s=lop_warm, lop_cold_s=lop_warm + cold, mcts_over_lop=mcts_s / lop_warm, flap_over_lop=flap_s / lop_warm,
+                mcts_over_lop_cold=mcts_s / (lop_warm + cold), flap_over_lop_cold=flap_s / (lop_warm + cold))
+
+def run_real(out="results", models=("smollm2-135m",), quick=False) -> dict:
+    "Only the real-model rows (`bench_real`), written into the CPU entry of `out/bench.json` and `bench.md`."
+    path = Path(out)/"bench.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    check("cpu" in old, f"{path} has no CPU run to add the real-model rows to", "run the whole suite first: lop bench")
+    old["cpu"]["real"] = [bench_real(n, quick=quick) for n in models]
+    write_json_atomic(path, old); write_text_atomic(Path(out)/"bench.md", bench_markdown(old))
+    return old["cpu"]
 
 def _merge_json(path:Path, res:dict):
     "Keep the latest run of each kind of device in one file: {'cpu': ..., 'cuda': ...}."
@@ -286,4 +327,9 @@ def bench_markdown(res:dict) -> str:
     lines += [f"| slicing: bytes/s ÷ plain copy | {g(res['slicing']['ratio'])} |",
               f"| slicing peak memory above the model ÷ model{unit} | {g(mem['slicing_extra_over_model'])} |",
               f"| importance peak memory above a plain forward ÷ forward | {mem['importance_extra_over_forward']:.3g} | | |"]
+    for r in res.get("real", []):
+        at = f"{r['description']} at {r['target']:.0%}"
+        lines += [f"| {at}: MCTS ({r['mcts_evaluations']} KL evaluations, {r['mcts_s']:.0f} s) ÷ LOP ({r['lop_warm_s'] * 1e3:.0f} ms) | {r['mcts_over_lop']:,.0f} | | |",
+                  f"| {at}: FLAP (calibration pass + allocation, {r['flap_s']:.1f} s) ÷ LOP | {r['flap_over_lop']:,.0f} | | |",
+                  f"| {at}: MCTS ÷ LOP / FLAP ÷ LOP, cold (LOP's L2 pass not cached) | {r['mcts_over_lop_cold']:.3g} / {r['flap_over_lop_cold']:.3g} | | |"]
     return "\n".join(lines) + "\n"

@@ -156,8 +156,9 @@ def cmd_prune(a):
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
 
 def cmd_bench(a):
-    from lop.bench import run_suite
-    run_suite(a.out, a.device, a.shape, a.layers, a.quick)
+    from lop.bench import run_suite, run_real
+    if a.real_only: run_real(a.out, quick=a.quick)
+    else: run_suite(a.out, a.device, a.shape, a.layers, a.quick)
     print((Path(a.out)/"bench.md").read_text())
 
 def cmd_reproduce(a):
@@ -210,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     s = add("bench", cmd_bench, "the performance suite (ratios measured side by side); writes results/bench.json and bench.md", model=False)
     s.add_argument("--out", default="results"); s.add_argument("--device", default=None); s.add_argument("--quick", action="store_true")
     s.add_argument("--shape", default="3b", choices=["3b", "7b"]); s.add_argument("--layers", type=int, default=None)
+    s.add_argument("--real-only", action="store_true", help="only the on-demand rows of the real models, added to the CPU run")
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
     s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
