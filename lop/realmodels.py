@@ -38,8 +38,8 @@ class RealBudget:
 REAL_BUDGETS = {
     ("smollm2-135m", "full"): RealBudget(),
     ("smollm2-135m", "quick"): RealBudget(test=8, last_word=24, ratios=(0.2, 0.3, 0.5)),
-    ("gemma3-270m", "full"): RealBudget(validation=2, evaluations=40, test=16, last_word=50),
-    ("gemma3-270m", "quick"): RealBudget(validation=2, evaluations=40, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
+    ("gemma3-270m", "full"): RealBudget(validation=1, evaluations=32, test=8, last_word=40),
+    ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
 }
 for m_ in REAL_MODELS: REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], test=2, last_word=4, ratios=(0.3,))
 
