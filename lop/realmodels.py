@@ -41,7 +41,9 @@ REAL_BUDGETS = {
     ("gemma3-270m", "full"): RealBudget(validation=1, evaluations=32, test=8, last_word=40),
     ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
 }
-for m_ in REAL_MODELS: REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], test=2, last_word=4, ratios=(0.3,))
+for m_ in REAL_MODELS:   # seconds: a tiny search of its own, so that the whole pipeline runs without shipped artefacts
+    REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], calibration=8, test=2, last_word=4, ratios=(0.3,),
+                                          grid=(0.2, 0.3, 0.1), evaluations=3, heldout=(0.25,), epochs=5)
 
 def real_budget(model:str, mode:str) -> RealBudget:
     "The budget of `model` in `mode` (quick, full or smoke)."
