@@ -66,3 +66,31 @@ def test_cli_works_without_lmms_eval():
     code = "import sys; sys.modules['lmms_eval'] = None; import lop.cli; sys.exit(lop.cli.main(['prune', '--help']))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "--target" in r.stdout, r.stderr[-2000:]
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_shipped_artefacts_match_their_checksums_and_model(name):
+    "What ships for a real model is intact (sha256 as recorded) and was made on that very model (fingerprint)."
+    from lop.core import file_sha256
+    from lop.dataset import read_dataset
+    from lop.models import model_fingerprint
+    from lop.importance import load_importance
+    from lop.realmodels import real_assets
+    d = real_assets(name); a = json.loads((d/"artefacts.json").read_text())
+    assert {"importance_l2.safetensors", "dataset.jsonl", "predictor.safetensors"} <= set(a["files"])
+    for f, h in a["files"].items(): assert file_sha256(d/f) == h, f
+    model, _ = load_model(name, device="cpu")
+    fp = model_fingerprint(model)
+    assert a["fingerprint"] == fp and all(r["model"] == fp for r in read_dataset(d/"dataset.jsonl"))
+    load_importance(d/"importance_l2.safetensors", model=model)   # raises unless computed on this model
+
+def test_eval_on_text_from_the_command_line(tmp_path):
+    "`lop eval` on a text model: perplexity with its interval and last-word accuracy, dense and pruned on demand."
+    lop = str(Path(sys.executable).parent/"lop")
+    out = {}
+    for name, extra in (("dense", []), ("lop30", ["--target", "0.3"])):
+        r = subprocess.run([lop, "eval", "--model", "smollm2-135m", "--windows", "2", "--last-word", "4", "--out", str(tmp_path/f"{name}.json"), *extra],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[name] = json.loads((tmp_path/f"{name}.json").read_text())
+    for o in out.values(): assert o["ppl_lo"] <= o["perplexity"] <= o["ppl_hi"] and len(o["nll"]) == 2
+    assert out["lop30"]["perplexity"] > out["dense"]["perplexity"]
