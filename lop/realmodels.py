@@ -121,6 +121,7 @@ def method_plans(run:RealRun, target:float, methods=("magnitude", "uniform", "wa
     "Every method's (plan, compensation, seconds) at `target` on `run`'s model."
     st, pass_s = run.stats
     out, by_target = {}, {r["target"]: r for r in run.records}
+    net = run.predictor() if "lop" in methods else None   # trained (or loaded) before LOP's prune is timed
     for name in methods:
         if name in ("magnitude", "uniform", "wanda", "flap"):
             a = allocate(name, run.model, target, stats=st)
@@ -129,7 +130,7 @@ def method_plans(run:RealRun, target:float, methods=("magnitude", "uniform", "wa
             if round(target, 6) in by_target:
                 r = by_target[round(target, 6)]; out[name] = (make_plan(run.scores("l2"), r["ratios"]), None, r["seconds"])
         elif name == "lop":
-            t0 = time.perf_counter(); plan = make_plan(run.scores("l2"), predict(run.predictor(), [target])[0])
+            t0 = time.perf_counter(); plan = make_plan(run.scores("l2"), predict(net, [target])[0])
             out[name] = (plan, None, time.perf_counter() - t0)
         else: raise LOPError(f"unknown method {name!r}", "use magnitude, uniform, wanda, flap, mcts or lop")
     return out
