@@ -20,12 +20,11 @@ def _last_word_batch(tokenizer, items:list, max_context:int) -> list:
     "Token ids of every item: (context ids, target ids), the context cut to its last `max_context` tokens after the prefix."
     pre, out = _prefix(tokenizer), []
     for it in items:
-        ctx = tokenizer(it["context"], add_special_tokens=False)["input_ids"][-max_context:]
-        tgt = tokenizer(it["context"] + it["target"], add_special_tokens=False)["input_ids"]
         full = tokenizer(it["context"], add_special_tokens=False)["input_ids"]
+        tgt = tokenizer(it["context"] + it["target"], add_special_tokens=False)["input_ids"]
         check(tgt[:len(full)] == full, f"the tokenizer merges the last word of {it['context'][-30:]!r} into its context",
               "use items whose target starts with a space")
-        out.append((pre + ctx, tgt[len(full):]))
+        out.append((pre + full[-max_context:], tgt[len(full):]))
     return out
 
 class TextEvaluator:
