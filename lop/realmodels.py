@@ -20,9 +20,11 @@ from .dataset import generate_dataset, target_grid, read_dataset, dataset_settin
 from .predictors import predict, save_predictor
 
 # %% auto 0
-__all__ = ['REAL_BUDGETS', 'RealBudget', 'real_budget', 'real_assets', 'RealRun', 'method_plans', 'ship']
+__all__ = ['TEACHERS', 'REAL_BUDGETS', 'RealBudget', 'real_budget', 'real_assets', 'RealRun', 'method_plans', 'ship']
 
 # %% ../nbs/25_realmodels.ipynb 5
+TEACHERS = ("mcts", "evo")
+
 @dataclass(frozen=True)
 class RealBudget:
     "Data, search and test budgets of the real-model track for one model in one mode."
@@ -34,6 +36,11 @@ class RealBudget:
     def search(self) -> dict:
         "The keyword arguments of every search (what the dataset's settings fingerprint covers)."
         return dict(simulations=4 * self.evaluations, evaluations=self.evaluations, normalize=True)
+
+    def teacher(self, name:str="mcts") -> dict:
+        "The keyword arguments of `generate_dataset` for the teacher search `name` (mcts or evo): both spend `evaluations` full evaluations."
+        check(name in TEACHERS, f"unknown teacher search {name!r}", f"use one of {TEACHERS}")
+        return self.search if name == "mcts" else dict(search="evo", evaluations=self.evaluations)
 
 REAL_BUDGETS = {
     ("smollm2-135m", "full"): RealBudget(test=16, last_word=60),
@@ -57,7 +64,10 @@ def real_assets(model:str) -> Path:
     return Path(lop.__file__).resolve().parent/"assets"/model
 
 # %% ../nbs/25_realmodels.ipynb 8
-def _predictor_file(kind:str) -> str: return "predictor.safetensors" if kind == "ar_transformer" else f"predictor_{kind}.safetensors"
+def _predictor_file(kind:str, teacher:str="mcts") -> str:
+    tail = "" if teacher == "mcts" else f"_{teacher}"
+    return f"predictor{tail}.safetensors" if kind == "ar_transformer" else f"predictor_{kind}{tail}.safetensors"
+def _dataset_file(name:str, teacher:str="mcts") -> str: return f"{name}.jsonl" if teacher == "mcts" else f"{name}_{teacher}.jsonl"
 
 class RealRun:
     "Model, data, importance, evaluators, search dataset and predictors of the real-model track, built lazily."
@@ -96,25 +106,32 @@ class RealRun:
         dst, src = self.work/name, real_assets(self.name)/name
         if self.shipped and not dst.is_file() and src.is_file(): shutil.copy(src, dst)
         return dst
-    def _dataset(self, name:str, targets) -> list:
-        path, fp = self._from_shipped(name), model_fingerprint(self.model)
-        want = dataset_settings(self.seed, fp, self.n_layers, **self.b.search)
+    def _dataset(self, name:str, targets, teacher:str="mcts") -> list:
+        path, fp, kw = self._from_shipped(name), model_fingerprint(self.model), self.b.teacher(teacher)
+        want = dataset_settings(self.seed, fp, self.n_layers, **kw)
         if path.is_file() and any(r.get("settings") != want for r in read_dataset(path)):   # another recipe: kept aside, started over
             path.rename(path.with_name(f"{path.stem}.other-settings-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"))
         return generate_dataset(path, kl_reward(self.val, self.scores("l2")), self.n_layers, targets, seed=self.seed,
-                                model_fingerprint=fp, progress=False, **self.b.search)
+                                model_fingerprint=fp, progress=False, **kw)
+    def teacher_records(self, teacher:str="mcts", heldout:bool=False) -> list:
+        "The `teacher` search's dataset over the grid of targets (or at the held-out targets), rewarded by −KL to the dense model on the validation windows."
+        targets = self.b.heldout if heldout else target_grid(*self.b.grid)
+        name = _dataset_file("heldout" if heldout else "dataset", teacher)
+        return self._get(("records", teacher, heldout), lambda: self._dataset(name, targets, teacher))
     @property
     def records(self) -> list:
-        "The MCTS search dataset over the grid of targets, rewarded by −KL to the dense model on the validation windows."
-        return self._get("records", lambda: self._dataset("dataset.jsonl", target_grid(*self.b.grid)))
+        "The MCTS search dataset over the grid of targets (the paper's teacher)."
+        return self.teacher_records("mcts")
     @property
     def heldout_records(self) -> list:
         "MCTS with the same budget at the held-out targets (between the grid's points), for comparison with LOP."
-        return self._get("heldout", lambda: self._dataset("heldout.jsonl", self.b.heldout))
-    def predictor(self, kind:str="ar_transformer"):
+        return self.teacher_records("mcts", heldout=True)
+    def predictor(self, kind:str="ar_transformer", teacher:str="mcts"):
+        "The predictor of `kind` trained on `teacher`'s dataset (loaded when already trained on it)."
         from lop.reproduce import get_predictor
-        name = _predictor_file(kind)
-        return self._get(("pred", kind), lambda: get_predictor(kind, self.records, self._from_shipped(name), self.b.epochs, self.seed))
+        name = _predictor_file(kind, teacher)
+        return self._get(("pred", kind, teacher), lambda: get_predictor(kind, self.teacher_records(teacher), self._from_shipped(name),
+                                                                      self.b.epochs, self.seed))
 
 # %% ../nbs/25_realmodels.ipynb 10
 def method_plans(run:RealRun, target:float, methods=("magnitude", "uniform", "wanda", "flap", "mcts", "lop")) -> dict:

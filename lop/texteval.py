@@ -11,6 +11,7 @@ from .core import *
 from .models import input_device
 from .prune import masked, make_plan
 from .text import _prefix
+from .evo import PooledReward
 
 # %% auto 0
 __all__ = ['TextEvaluator', 'perplexity_interval', 'paired_interval', 'kl_reward']
@@ -38,12 +39,18 @@ class TextEvaluator:
         self.items = list(last_word or [])
         self.lw = _last_word_batch(tokenizer, self.items, max_context) if self.items else []
         self.ref = None
-        if reference: self.ref = [F.log_softmax(l, -1) for l in self._window_logits()]   # the dense model's, once
+        if reference: self.ref = [row for l in self._window_logits() for row in F.log_softmax(l, -1)]   # the dense model's, once, per window
+
+    def _subset(self, windows) -> list:
+        idx = list(range(len(self.windows))) if windows is None else [int(i) for i in windows]
+        check(len(idx) > 0 and all(0 <= i < len(self.windows) for i in idx), f"window indices {idx} out of range for {len(self.windows)} windows",
+              f"pass indices in [0, {len(self.windows)})")
+        return idx
 
     @torch.no_grad()
-    def _window_logits(self):
-        dev = input_device(self.model)
-        for w in tqdm(self.windows.split(self.bs), desc="text", disable=not self.progress, leave=False):
+    def _window_logits(self, idx=None):
+        dev, ws = input_device(self.model), (self.windows if idx is None else self.windows[idx])
+        for w in tqdm(ws.split(self.bs), desc="text", disable=not self.progress, leave=False):
             yield self.model(input_ids=w.to(dev)).logits[:, :-1].float().cpu()
 
     @torch.no_grad()
@@ -60,17 +67,17 @@ class TextEvaluator:
                 correct.append(bool((row[pos].argmax(-1) == torch.tensor(t)).all())); loglik.append(float(row[pos, t].sum()))
         return correct, loglik
 
-    def evaluate(self, plan=None, compensate=None, last_word:bool=True) -> dict:
-        "Perplexity (and its per-window NLL), KL to the dense model when a reference was taken, last-word accuracy."
-        t0 = time.perf_counter()
+    def evaluate(self, plan=None, compensate=None, last_word:bool=True, windows=None) -> dict:
+        "Perplexity (and its per-window NLL), KL to the dense model when a reference was taken, last-word accuracy; on the windows of index `windows` (default all)."
+        t0, idx = time.perf_counter(), self._subset(windows)
         with (masked(self.model, plan, compensate) if plan is not None else contextlib.nullcontext()):
             nll, kl = [], []
-            for k, logits in enumerate(self._window_logits()):
-                ids = self.windows[k * self.bs:(k + 1) * self.bs, 1:]
+            for k, logits in enumerate(self._window_logits(idx)):
+                chunk = idx[k * self.bs:(k + 1) * self.bs]
                 logp = F.log_softmax(logits, -1)
-                nll += (-logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)).double().sum(1).tolist()
+                nll += (-logp.gather(-1, self.windows[chunk, 1:].unsqueeze(-1)).squeeze(-1)).double().sum(1).tolist()
                 if self.ref is not None:
-                    r = self.ref[k]
+                    r = torch.stack([self.ref[i] for i in chunk])
                     kl += (r.exp() * (r - logp)).sum(-1).double().sum(1).tolist()
             lw = self._last_word() if (last_word and self.lw) else None
         n = self.windows.shape[1] - 1
@@ -81,10 +88,10 @@ class TextEvaluator:
         return out
     __call__ = evaluate
 
-    def kl(self, plan=None, compensate=None) -> float:
-        "Mean per-token KL(dense ‖ model) over the windows (needs `reference=True`)."
+    def kl(self, plan=None, compensate=None, windows=None) -> float:
+        "Mean per-token KL(dense ‖ model) over the windows (or those of index `windows`; needs `reference=True`)."
         check(self.ref is not None, "this evaluator has no dense reference", "build it with reference=True while the model is dense")
-        return self.evaluate(plan, compensate, last_word=False)["kl"]
+        return self.evaluate(plan, compensate, last_word=False, windows=windows)["kl"]
 
 # %% ../nbs/24_texteval.ipynb 11
 def _boot_idx(n:int, reps:int, seed:int) -> np.ndarray: return np.random.RandomState(seed).randint(n, size=(reps, n))
@@ -119,4 +126,4 @@ def paired_interval(a:dict, b:dict, metric:str="perplexity", n:int=1000, level:f
 def kl_reward(evaluator:TextEvaluator, scores, compensate=None):
     "A function ratios → −KL(dense ‖ masked model) on `evaluator`'s windows: the search maximises it."
     check(evaluator.ref is not None, "the reward needs a dense reference", "build the evaluator with reference=True")
-    return lambda ratios: -evaluator.kl(make_plan(scores, ratios), compensate)
+    return PooledReward(lambda ratios, sample: -evaluator.kl(make_plan(scores, ratios), compensate, windows=sample), len(evaluator.windows))
