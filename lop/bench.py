@@ -250,11 +250,12 @@ def _memory_gpu(shape, nl, dtype, device) -> dict:
     return _memory_summary(base, p_slice, p_imp, p_fwd, "peak GPU memory allocated")
 
 def bench_real(name:str="smollm2-135m", target:float=0.3, quick:bool=False) -> dict:
-    "On-demand pruning of the real model `name` at `target` on the CPU: its MCTS search and FLAP (with its calibration pass) ÷ LOP's prune."
+    "On-demand pruning of the real model `name` at `target` on the CPU: its MCTS and evolutionary searches and FLAP (with its calibration pass) ÷ LOP's prune."
     import tempfile
     from lop.load import load_model
     from lop.realmodels import RealRun, real_assets
     from lop.texteval import kl_reward
+    from lop.evo import evo_search
     from lop.mcts import mcts_search
     from lop.baselines import flap
     from lop.ondemand import prune_to
@@ -267,6 +268,7 @@ def bench_real(name:str="smollm2-135m", target:float=0.3, quick:bool=False) -> d
         l2, net = load_importance(d/"importance_l2.safetensors", model=run.model), load_predictor(d/"predictor.safetensors", n_layers=n)
         kw = dict(run.b.search, evaluations=20 if quick else run.b.evaluations)
         mcts_s = mcts_search(kl_reward(run.val, l2), n, target, **kw, progress=False).seconds
+        evo_s = evo_search(kl_reward(run.val, l2), n, target, evaluations=kw["evaluations"], progress=False).seconds   # the same budget
         calib = run.data(run.b.search_corpus).calibration
         flap_s = flap(run.model, target, batches=calib).seconds
         def lop_once():
@@ -275,6 +277,7 @@ def bench_real(name:str="smollm2-135m", target:float=0.3, quick:bool=False) -> d
         lop_warm = statistics.median(lop_once() for _ in range(5))
         t0 = time.perf_counter(); collect_importance(run.model, calib, "l2", progress=False); cold = time.perf_counter() - t0
     return dict(model=name, description=run.description, target=target, mcts_evaluations=kw["evaluations"], mcts_s=mcts_s,
+                evo_s=evo_s, evo_over_lop=evo_s / lop_warm, evo_over_mcts=evo_s / mcts_s,
                 flap_s=flap_s, lop_warm_s=lop_warm, lop_cold_s=lop_warm + cold, mcts_over_lop=mcts_s / lop_warm, flap_over_lop=flap_s / lop_warm,
                 mcts_over_lop_cold=mcts_s / (lop_warm + cold), flap_over_lop_cold=flap_s / (lop_warm + cold))
 
@@ -331,5 +334,7 @@ def bench_markdown(res:dict) -> str:
         at = f"{r['description']} at {r['target']:.0%}"
         lines += [f"| {at}: MCTS ({r['mcts_evaluations']} KL evaluations, {r['mcts_s']:.0f} s) ÷ LOP ({r['lop_warm_s'] * 1e3:.0f} ms) | {r['mcts_over_lop']:,.0f} | | |",
                   f"| {at}: FLAP (calibration pass + allocation, {r['flap_s']:.1f} s) ÷ LOP | {r['flap_over_lop']:,.0f} | | |",
+                  *([f"| {at}: evolutionary search (same budget, {r['evo_s']:.0f} s) ÷ LOP / ÷ MCTS | {r['evo_over_lop']:,.0f} / {r['evo_over_mcts']:.2f} | | |"]
+                    if "evo_s" in r else []),
                   f"| {at}: MCTS ÷ LOP / FLAP ÷ LOP, cold (LOP's L2 pass not cached) | {r['mcts_over_lop_cold']:.3g} / {r['flap_over_lop_cold']:.3g} | | |"]
     return "\n".join(lines) + "\n"

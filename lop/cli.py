@@ -121,13 +121,15 @@ def cmd_eval(a):
     print(json.dumps({k: round(v, 2) for k, v in res.items() if isinstance(v, float)}))
     if a.out: write_json_atomic(a.out, dict(out, details=res["details"], predictions=res.get("predictions")))
 
+def _search_kw(a) -> dict:
+    "The search's budget: MCTS takes simulations and evaluations, the evolutionary search evaluations only."
+    return dict(simulations=a.simulations, evaluations=a.evaluations) if a.search == "mcts" else dict(evaluations=a.evaluations)
+
 def cmd_search(a):
-    from lop.mcts import mcts_search
-    from lop.evaluate import ratio_reward
+    from lop.dataset import SEARCHES
     m, proc = _load(a.model, a.device)
     imp = load_importance(a.scores, model=m)
-    res = mcts_search(_reward(m, proc, imp, a), len(imp), a.target,
-                      simulations=a.simulations, evaluations=a.evaluations, seed=a.seed)
+    res = SEARCHES[a.search](_reward(m, proc, imp, a), len(imp), a.target, seed=a.seed, **_search_kw(a))
     make_plan(imp, res.ratios).save(a.out)
     write_json_atomic(Path(a.out).with_suffix(".trace.json"), dict(vars(res), provenance=provenance(model=a.model)))
     print(f"best reward {res.reward:.2f} after {res.evaluations} evaluations ({res.seconds:.1f}s) → {a.out}")
@@ -137,9 +139,8 @@ def cmd_dataset(a):
     from lop.evaluate import ratio_reward
     m, proc = _load(a.model, a.device)
     imp = load_importance(a.scores, model=m)
-    recs = generate_dataset(a.out, _reward(m, proc, imp, a), len(imp),
-                            target_grid(a.lo, a.hi, a.step), seed=a.seed, model_fingerprint=model_fingerprint(m),
-                            simulations=a.simulations, evaluations=a.evaluations)
+    recs = generate_dataset(a.out, _reward(m, proc, imp, a), len(imp), target_grid(a.lo, a.hi, a.step), seed=a.seed,
+                            model_fingerprint=model_fingerprint(m), search=a.search, **_search_kw(a))
     print(f"{len(recs)} records in {a.out}")
 
 def cmd_train(a):
@@ -189,12 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["val", "test"]); s.add_argument("--n", type=int, default=50)
     s.add_argument("--plan"); s.add_argument("--target", type=ratio_arg); s.add_argument("--scores"); s.add_argument("--predictor")
     s.add_argument("--out")
-    for name, fn, help in (("search", cmd_search, "MCTS for one target on the validation split"),
-                           ("dataset", cmd_dataset, "MCTS over a grid of targets (the predictor's training data; resumable)")):
+    for name, fn, help in (("search", cmd_search, "search one target's per-layer ratios on the validation split"),
+                           ("dataset", cmd_dataset, "search over a grid of targets (the predictor's training data; resumable)")):
         s = add(name, fn, help)
+        s.add_argument("--search", default="mcts", choices=["mcts", "evo"], help="MCTS (the paper's) or the evolutionary search")
         s.add_argument("--scores", required=True); s.add_argument("--out", required=True)
         s.add_argument("--n", type=int, default=30, help="validation units per task (text models: validation windows of 256 tokens)")
-        s.add_argument("--simulations", type=int, default=300); s.add_argument("--evaluations", type=int, default=200)
+        s.add_argument("--simulations", type=int, default=300, help="MCTS only"); s.add_argument("--evaluations", type=int, default=200)
         if name == "search": s.add_argument("--target", type=ratio_arg, required=True)
         else:
             s.add_argument("--lo", type=ratio_arg, default=0.05); s.add_argument("--hi", type=ratio_arg, default=0.60)

@@ -11,16 +11,16 @@ import numpy as np, torch
 from .core import *
 from .models import find_ffns, model_fingerprint
 from .load import load_model, REAL_MODELS
-from .text import text_data
+from .text import text_data, lm_batches
 from .texteval import TextEvaluator, kl_reward
 from .importance import collect_stats, importance_from_stats, save_importance
 from .prune import make_plan
-from .baselines import allocate
+from .baselines import allocate, zo_layer_scores
 from .dataset import generate_dataset, target_grid, read_dataset, dataset_settings
 from .predictors import predict, save_predictor
 
 # %% auto 0
-__all__ = ['TEACHERS', 'REAL_BUDGETS', 'RealBudget', 'real_budget', 'real_assets', 'RealRun', 'method_plans', 'ship']
+__all__ = ['TEACHERS', 'REAL_BUDGETS', 'METHODS', 'RealBudget', 'real_budget', 'real_assets', 'RealRun', 'method_plans', 'ship']
 
 # %% ../nbs/25_realmodels.ipynb 5
 TEACHERS = ("mcts", "evo")
@@ -30,7 +30,7 @@ class RealBudget:
     "Data, search and test budgets of the real-model track for one model in one mode."
     seq_len:int=256; calibration:int=64; validation:int=4; test:int=32; last_word:int=100
     grid:tuple=(0.05, 0.60, 0.05); evaluations:int=80; ratios:tuple=(0.1, 0.2, 0.3, 0.5); heldout:tuple=(0.125, 0.275, 0.425)
-    epochs:int=300; corpora:tuple=("pydoc", "austen"); search_corpus:str="pydoc"
+    epochs:int=300; corpora:tuple=("pydoc", "austen"); search_corpus:str="pydoc"; zo_samples:int=8
 
     @property
     def search(self) -> dict:
@@ -49,7 +49,7 @@ REAL_BUDGETS = {
     ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
 }
 for m_ in REAL_MODELS:   # seconds: a tiny search of its own, so that the whole pipeline runs without shipped artefacts
-    REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], calibration=8, test=2, last_word=4, ratios=(0.3,),
+    REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], calibration=8, test=2, last_word=4, ratios=(0.3,), zo_samples=2,
                                           grid=(0.2, 0.3, 0.1), evaluations=3, heldout=(0.25,), epochs=5)
 
 def real_budget(model:str, mode:str) -> RealBudget:
@@ -93,6 +93,13 @@ class RealRun:
             t0 = time.perf_counter(); st = collect_stats(self.model, self.data(self.b.search_corpus).calibration, moments=True)
             return st, time.perf_counter() - t0
         return self._get("stats", make)
+    @property
+    def zo_scores(self):
+        "ECoFLaP's zeroth-order layer scores on the calibration windows, and the seconds they took."
+        def make():   # the first `zo_samples` calibration windows, two per batch: one random direction per batch
+            windows = torch.cat([b["input_ids"] for b in self.data(self.b.search_corpus).calibration])[:self.b.zo_samples]
+            return zo_layer_scores(self.model, lm_batches(windows, 2), samples=self.b.zo_samples, seed=self.seed, progress=False)
+        return self._get("zo", make)
     def scores(self, metric:str="l2"): return self._get(("scores", metric), lambda: importance_from_stats(self.model, self.stats[0], metric))
     @property
     def val(self) -> TextEvaluator:
@@ -134,22 +141,30 @@ class RealRun:
                                                                       self.b.epochs, self.seed))
 
 # %% ../nbs/25_realmodels.ipynb 10
-def method_plans(run:RealRun, target:float, methods=("magnitude", "uniform", "wanda", "flap", "mcts", "lop")) -> dict:
+METHODS = ("magnitude", "uniform", "wanda", "flap", "owl", "ecoflap", "mcts", "evo", "lop", "lop-evo")
+
+def method_plans(run:RealRun, target:float, methods=METHODS) -> dict:
     "Every method's (plan, compensation, seconds) at `target` on `run`'s model."
+    bad = [m for m in methods if m not in METHODS]
+    check(not bad, f"unknown methods {bad}", f"use some of {METHODS}")
     st, pass_s = run.stats
-    out, by_target = {}, {r["target"]: r for r in run.records}
-    net = run.predictor() if "lop" in methods else None   # trained (or loaded) before LOP's prune is timed
+    nets = {m: run.predictor(teacher="evo" if m == "lop-evo" else "mcts") for m in methods if m.startswith("lop")}   # before LOP is timed
+    out = {}
     for name in methods:
-        if name in ("magnitude", "uniform", "wanda", "flap"):
+        if name in ("magnitude", "uniform", "wanda", "flap", "owl"):
             a = allocate(name, run.model, target, stats=st)
             out[name] = (a.plan, a.compensate, a.seconds + (0 if name == "magnitude" else pass_s))
-        elif name == "mcts":
+        elif name == "ecoflap":
+            zo, zo_s = run.zo_scores
+            a = allocate(name, run.model, target, stats=st, layer_scores=zo)
+            out[name] = (a.plan, None, a.seconds + pass_s + zo_s)
+        elif name in TEACHERS:
+            by_target = {r["target"]: r for r in run.teacher_records(name)}
             if round(target, 6) in by_target:
                 r = by_target[round(target, 6)]; out[name] = (make_plan(run.scores("l2"), r["ratios"]), None, r["seconds"])
-        elif name == "lop":
-            t0 = time.perf_counter(); plan = make_plan(run.scores("l2"), predict(net, [target])[0])
+        else:
+            t0 = time.perf_counter(); plan = make_plan(run.scores("l2"), predict(nets[name], [target])[0])
             out[name] = (plan, None, time.perf_counter() - t0)
-        else: raise LOPError(f"unknown method {name!r}", "use magnitude, uniform, wanda, flap, mcts or lop")
     return out
 
 # %% ../nbs/25_realmodels.ipynb 12
@@ -159,9 +174,10 @@ def ship(run:RealRun, kinds=("ar_transformer",), **prov) -> Path:
     p = provenance(**prov)
     save_importance(run.scores("l2"), d/"importance_l2.safetensors")
     files = ["importance_l2.safetensors"]
-    for name in ("dataset.jsonl", "heldout.jsonl"):
+    for name in [_dataset_file(n, t) for t in TEACHERS for n in ("dataset", "heldout")]:
         if (run.work/name).is_file(): shutil.copy(run.work/name, d/name); files.append(name)
-    for k in kinds: save_predictor(run.predictor(k), d/_predictor_file(k)); files.append(_predictor_file(k))
+    nets = [(k, "mcts") for k in kinds] + [("ar_transformer", t) for t in TEACHERS[1:] if (run.work/_dataset_file("dataset", t)).is_file()]
+    for k, t in nets: save_predictor(run.predictor(k, t), d/_predictor_file(k, t)); files.append(_predictor_file(k, t))
     write_json_atomic(d/"artefacts.json", dict(model=run.name, description=run.description, fingerprint=model_fingerprint(run.model),
                                                files={f: file_sha256(d/f) for f in files}, budget=asdict(run.b), data=run.data(run.b.search_corpus).meta,
                                                provenance=p))

@@ -142,7 +142,7 @@ class Context:
     def ar(self): return self.predictor("ar_transformer")
 
 # %% ../nbs/19_reproduce.ipynb 17
-NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models")
+NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers")
 
 def _nbs_dir() -> Path:
     import lop
@@ -168,7 +168,7 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
         for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
             if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
                 out[name] = "skipped (testbed models only)"; continue
-            if name == "real_models" and not testbed:   # the real-model track belongs to the shipped reproduction, not to a user model
+            if name in ("real_models", "teachers") and not testbed:   # the real-model track belongs to the shipped reproduction, not to a user model
                 out[name] = "skipped (runs with the testbed reproduction)"; continue
             params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
             if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts

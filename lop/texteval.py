@@ -54,11 +54,12 @@ class TextEvaluator:
             yield self.model(input_ids=w.to(dev)).logits[:, :-1].float().cpu()
 
     @torch.no_grad()
-    def _last_word(self):
+    def _last_word(self, idx=None):
         dev, pad = input_device(self.model), (self.tokenizer.pad_token_id or 0)
+        lw = self.lw if idx is None else [self.lw[i] for i in idx]
         correct, loglik = [], []
-        for i in range(0, len(self.lw), self.bs):
-            chunk = self.lw[i:i + self.bs]
+        for i in range(0, len(lw), self.bs):
+            chunk = lw[i:i + self.bs]
             seqs = [c + t for c, t in chunk]; T = max(map(len, seqs))
             ids = torch.tensor([s + [pad] * (T - len(s)) for s in seqs]); am = (torch.arange(T) < torch.tensor([len(s) for s in seqs])[:, None]).long()
             logp = F.log_softmax(self.model(input_ids=ids.to(dev), attention_mask=am.to(dev)).logits.float().cpu(), -1)
@@ -92,6 +93,14 @@ class TextEvaluator:
         "Mean per-token KL(dense ‖ model) over the windows (or those of index `windows`; needs `reference=True`)."
         check(self.ref is not None, "this evaluator has no dense reference", "build it with reference=True while the model is dense")
         return self.evaluate(plan, compensate, last_word=False, windows=windows)["kl"]
+
+    def last_word_accuracy(self, plan=None, compensate=None, items=None) -> float:
+        "Last-word accuracy (%) on the last-word items (or those of index `items`), without the perplexity pass."
+        idx = list(range(len(self.lw))) if items is None else [int(i) for i in items]
+        check(len(idx) > 0 and all(0 <= i < len(self.lw) for i in idx), f"last-word item indices {idx[:5]}... out of range for {len(self.lw)} items",
+              "build the evaluator with last-word items and pass indices in range")
+        with (masked(self.model, plan, compensate) if plan is not None else contextlib.nullcontext()):
+            return 100 * float(np.mean(self._last_word(idx)[0]))
 
 # %% ../nbs/24_texteval.ipynb 11
 def _boot_idx(n:int, reps:int, seed:int) -> np.ndarray: return np.random.RandomState(seed).randint(n, size=(reps, n))

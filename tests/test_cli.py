@@ -23,6 +23,10 @@ def test_the_whole_pipeline_from_the_shell(model_dir, tmp_path, capsys):
     assert main(["dataset", "--model", m, "--scores", str(t / "s.safetensors"), "--out", str(t / "d.jsonl"), "--n", "2",
                  "--simulations", "4", "--evaluations", "3", "--lo", "0.1", "--hi", "0.4", "--step", "0.1"]) == 0
     assert [r["target"] for r in read_dataset(t / "d.jsonl")] == [0.1, 0.2, 0.3, 0.4]
+    assert main(["dataset", "--model", m, "--scores", str(t / "s.safetensors"), "--out", str(t / "evo.jsonl"), "--n", "2",
+                 "--search", "evo", "--evaluations", "4", "--lo", "0.2", "--hi", "0.3", "--step", "0.1"]) == 0
+    evo = read_dataset(t / "evo.jsonl")
+    assert [r["search"] for r in evo] == ["evo", "evo"] and all(r["evaluations"] <= 4 for r in evo)
     assert main(["train", "--dataset", str(t / "d.jsonl"), "--out", str(t / "p.safetensors"), "--epochs", "3"]) == 0
     assert main(["prune", "--model", m, "--target", "0.25", "--predictor", str(t / "p.safetensors"),
                  "--scores", str(t / "s.safetensors"), "--out", str(t / "pruned")]) == 0
