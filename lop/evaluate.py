@@ -13,10 +13,11 @@ from .models import *
 from .features import *
 from .metrics import *
 from .prune import masked, make_plan
+from .evo import PooledReward
 
 # %% auto 0
 __all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'summarise', 'encode_items', 'Evaluator',
-           'paired_bootstrap', 'ratio_reward']
+           'paired_bootstrap', 'ratio_reward', 'answer_logprobs', 'answer_kl_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
 INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with one of the options directly."}
@@ -130,3 +131,26 @@ def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:f
 def ratio_reward(evaluator:Evaluator, scores, key:str="average", compensate=None):
     "A function ratios → the evaluator's `key` metric with the model masked at those per-layer ratios."
     return lambda ratios: evaluator.evaluate(make_plan(scores, ratios), compensate)[key]
+
+# %% ../nbs/10_evaluate.ipynb 20
+@torch.no_grad()
+def answer_logprobs(evaluator:Evaluator, over:str="candidates", batches=None) -> list:
+    "Per item, the log-probabilities at its answer position: over its candidates, or over the whole vocabulary; on the evaluator's batches of index `batches` (default all)."
+    check(over in ("candidates", "vocab"), f"unknown answer distribution {over!r}",
+          "use 'candidates' (the answer options) or 'vocab' (the whole next-token distribution)")
+    inputs, out = evaluator._inputs(), []
+    for k in (range(len(inputs)) if batches is None else batches):
+        (inp, pos), cands = inputs[k], evaluator.cands[k]
+        logits = backbone_logits(evaluator.model, inp, pos).float()
+        out += list(torch.log_softmax(logits, -1)) if over == "vocab" else [torch.log_softmax(row[ids], -1) for row, ids in zip(logits, cands)]
+    return out
+
+def answer_kl_reward(evaluator:Evaluator, scores, over:str="candidates", compensate=None) -> PooledReward:
+    "A function ratios → −KL(dense ‖ masked) of the answer distributions on `evaluator`'s items; the pool is its batches."
+    ref = [answer_logprobs(evaluator, over, [k]) for k in range(len(evaluator.batches))]   # the dense model's, once
+    def fn(ratios, sample):
+        idx = list(range(len(ref))) if sample is None else list(sample)
+        with masked(evaluator.model, make_plan(scores, ratios), compensate): got = answer_logprobs(evaluator, over, idx)
+        want = [p for k in idx for p in ref[k]]
+        return -float(np.mean([float((p.exp() * (p - q)).sum()) for p, q in zip(want, got)]))
+    return PooledReward(fn, len(ref))
