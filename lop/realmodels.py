@@ -44,7 +44,7 @@ class RealBudget:
 
 REAL_BUDGETS = {
     ("smollm2-135m", "full"): RealBudget(test=16, last_word=60),
-    ("smollm2-135m", "quick"): RealBudget(test=4, last_word=12, ratios=(0.2, 0.3, 0.5)),
+    ("smollm2-135m", "quick"): RealBudget(test=4, last_word=12, ratios=(0.2, 0.3, 0.5), zo_samples=4),
     ("gemma3-270m", "full"): RealBudget(validation=1, evaluations=32, test=8, last_word=40),
     ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
 }
