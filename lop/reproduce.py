@@ -47,11 +47,13 @@ def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
     save_importance(imp, path)
     return imp
 
-def get_dataset(model, evaluator, scores, path, b:dict, seed:int=0) -> list[dict]:
-    "The MCTS dataset over the mode's target grid (resumable), rewarded by `evaluator`'s average."
+def get_dataset(model, evaluator, scores, path, b:dict, seed:int=0, teacher:str="mcts", targets=None) -> list[dict]:
+    """The `teacher` search's dataset (mcts: the paper's; evo: `lop.evo` with the same number of evaluations) over the
+    mode's target grid or `targets` (resumable), rewarded by `evaluator`'s average."""
     from lop.evaluate import ratio_reward
-    return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), target_grid(*b["grid"]), seed=seed,
-                            model_fingerprint=model_fingerprint(model), simulations=b["simulations"], evaluations=b["evaluations"])
+    kw = dict(simulations=b["simulations"]) if teacher == "mcts" else dict(search=teacher)
+    return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), targets or target_grid(*b["grid"]), seed=seed,
+                            model_fingerprint=model_fingerprint(model), evaluations=b["evaluations"], **kw)
 
 def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
@@ -131,17 +133,23 @@ class Context:
                                                                 self.b["calibration"], self.seed))
     @property
     def l2(self): return self.scores("l2")
+    def teacher_records(self, teacher:str="mcts") -> list:
+        "The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo: `dataset_evo.jsonl`)."
+        name = "dataset.jsonl" if teacher == "mcts" else f"dataset_{teacher}.jsonl"
+        return self._get(("records", teacher), lambda: get_dataset(self.model, self.val, self.l2, self._work_file(name, name if teacher == "mcts" else None),
+                                                                  self.b, self.seed, teacher))
     @property
-    def records(self):
-        return self._get("records", lambda: get_dataset(self.model, self.val, self.l2, self._work_file("dataset.jsonl", "dataset.jsonl"), self.b, self.seed))
-    def predictor(self, kind="ar_transformer"):
-        shipped = "predictor.safetensors" if kind == "ar_transformer" else None
-        return self._get(f"pred_{kind}", lambda: get_predictor(kind, self.records, self._work_file(f"predictor_{kind}.safetensors", shipped),
-                                                               self.b["epochs"], self.seed))
+    def records(self): return self.teacher_records("mcts")
+    def predictor(self, kind="ar_transformer", teacher:str="mcts"):
+        "The predictor of `kind` trained on `teacher`'s dataset (the shipped one for the AR-Transformer on MCTS's)."
+        tail = "" if teacher == "mcts" else f"_{teacher}"
+        shipped = "predictor.safetensors" if kind == "ar_transformer" and teacher == "mcts" else None
+        return self._get(("pred", kind, teacher), lambda: get_predictor(kind, self.teacher_records(teacher), self._work_file(f"predictor_{kind}{tail}.safetensors", shipped),
+                                                                       self.b["epochs"], self.seed))
     @property
     def ar(self): return self.predictor("ar_transformer")
 
-# %% ../nbs/19_reproduce.ipynb 17
+# %% ../nbs/19_reproduce.ipynb 19
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers")
 
 def _nbs_dir() -> Path:
