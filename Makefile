@@ -23,5 +23,6 @@ test-nbs: env
 test-py: env
 	$(VENV)/bin/python -m pytest -q tests
 
+# `make export` (every notebook) or `make export NB=path.ipynb`; fails when the export fails
 export: env
-	$(VENV)/bin/nbdev_export 2>&1 | grep -v "pkg_resources" || true
+	$(VENV)/bin/nbdev_export $(if $(NB),--path $(NB)) 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
