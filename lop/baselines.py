@@ -16,8 +16,8 @@ from .mcts import project
 from tqdm.auto import tqdm
 
 # %% auto 0
-__all__ = ['RATIO_BOUNDS', 'BASELINES', 'Allocation', 'uniform', 'flap_ratios', 'flap', 'magnitude', 'wanda', 'uniform_l2',
-           'owl_ratios', 'owl', 'zo_layer_scores', 'ecoflap_ratios', 'ecoflap', 'allocate']
+__all__ = ['BASELINES', 'Allocation', 'uniform', 'flap_ratios', 'flap', 'magnitude', 'wanda', 'uniform_l2', 'owl_ratios', 'owl',
+           'zo_layer_scores', 'ecoflap_ratios', 'ecoflap', 'allocate']
 
 # %% ../nbs/15_baselines.ipynb 5
 @dataclass
@@ -87,8 +87,6 @@ def uniform_l2(model, target:float, batches=None, stats:ActivationStats|None=Non
     return _uniform_by("uniform-l2", "l2", model, target, batches, stats)
 
 # %% ../nbs/15_baselines.ipynb 8
-RATIO_BOUNDS = (0.0, 0.95)
-
 def owl_ratios(model, stats:ActivationStats, target:float, m:float=5.0, lam:float=0.08) -> list[float]:
     "OWL's per-layer ratios: layers with a larger share of outlier Wanda scores in their down projection lose fewer neurons."
     target = _check_target(target)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto 0
-__all__ = ['LOPError', 'LOPWarning', 'check', 'atomic_path', 'write_text_atomic', 'write_json_atomic', 'fingerprint',
-           'file_sha256', 'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate', 'to_device']
+__all__ = ['RATIO_BOUNDS', 'LOPError', 'LOPWarning', 'check', 'atomic_path', 'write_text_atomic', 'write_json_atomic',
+           'fingerprint', 'file_sha256', 'seed_everything', 'git_commit', 'device_name', 'provenance', 'collate',
+           'to_device']
 
 # %% ../nbs/00_core.ipynb 5
 class LOPError(ValueError):
@@ -26,6 +27,9 @@ def check(cond, problem:str, fix:str|None=None):
     if not cond: raise LOPError(problem, fix)
 
 # %% ../nbs/00_core.ipynb 8
+RATIO_BOUNDS = (0.0, 0.95)   # (lo, hi) of every per-layer ratio
+
+# %% ../nbs/00_core.ipynb 10
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     "Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`, on error removed."
@@ -49,7 +53,7 @@ def write_json_atomic(path, obj, **kw):
     "Write `obj` as indented JSON to `path` atomically."
     return write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False, default=str, **kw) + "\n")
 
-# %% ../nbs/00_core.ipynb 11
+# %% ../nbs/00_core.ipynb 13
 def fingerprint(*parts, n=16) -> str:
     "Short sha256 hex digest of `parts` (str, bytes, tensors, or anything JSON-serialisable)."
     h = hashlib.sha256()
@@ -67,7 +71,7 @@ def file_sha256(path, chunk=1<<20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/00_core.ipynb 14
+# %% ../nbs/00_core.ipynb 16
 def seed_everything(seed:int):
     "Seed Python, NumPy and torch (CPU and CUDA)."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
@@ -98,7 +102,7 @@ def provenance(**extra) -> dict:
                 transformers=transformers.__version__, python=platform.python_version(), device=device_name(),
                 time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra)
 
-# %% ../nbs/00_core.ipynb 17
+# %% ../nbs/00_core.ipynb 19
 _TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids", "labels")
 
 def collate(samples:list[dict], pad_id:int=0) -> dict:

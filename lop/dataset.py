@@ -70,7 +70,7 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
         res = SEARCHES[search](reward_fn, n_layers, t, seed=target_seed(seed, t), progress=False, **search_kw)
         recs.append(dict(target=t, ratios=res.ratios, reward=res.reward, dense_reward=dense_reward, evaluations=res.evaluations,
                          simulations=res.simulations, seconds=round(time.perf_counter() - t0, 3), seed=seed,
-                         lo=search_kw.get("lo", 0.0), hi=search_kw.get("hi", 0.95), search=search,
+                         lo=search_kw.get("lo", RATIO_BOUNDS[0]), hi=search_kw.get("hi", RATIO_BOUNDS[1]), search=search,
                          model=model_fingerprint, settings=settings))
         write_dataset(path, recs)
     return read_dataset(path)

@@ -29,7 +29,7 @@ class PooledReward:
     def __call__(self, ratios, sample=None) -> float: return self.fn(ratios, None if sample is None else list(sample))
 
 # %% ../nbs/26_evo.ipynb 7
-def mutate(ratios, rng, step:float=0.05, moves:int=1, lo:float=0.0, hi:float=0.95, weights=None) -> np.ndarray:
+def mutate(ratios, rng, step:float=0.05, moves:int=1, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None) -> np.ndarray:
     "Move `step` of pruning into a random layer from another, `moves` times: the weighted mean stays, the bounds hold."
     r = np.asarray(ratios, dtype=np.float64).copy()
     w = np.ones(len(r)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -52,7 +52,7 @@ def _check_stages(stages):
           "give (fraction of the pool, survivors) pairs with growing fractions and shrinking survivors, the last keeping 1")
 
 def evo_search(reward_fn, n_layers:int, target:float, evaluations:float=200, offspring:int=8, stages=((0.25, 2), (1.0, 1)),
-               step:float=0.05, max_moves:int=6, start=None, lo:float=0.0, hi:float=0.95, weights=None, seed:int=0,
+               step:float=0.05, max_moves:int=6, start=None, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None, seed:int=0,
                progress:bool=True) -> SearchResult:
     "Per-layer ratios with mean `target` maximising `reward_fn`, found by evolution in at most `evaluations` full evaluations."
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")

@@ -14,7 +14,7 @@ from .core import *
 __all__ = ['project', 'Node', 'SearchResult', 'mcts_search']
 
 # %% ../nbs/14_mcts.ipynb 5
-def project(ratios, target:float, lo:float=0.0, hi:float=0.95, weights=None) -> np.ndarray:
+def project(ratios, target:float, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None) -> np.ndarray:
     "Euclidean projection of `ratios` onto {weighted mean = target, lo ≤ r ≤ hi} (exact)."
     r = np.asarray(ratios, dtype=np.float64).reshape(-1)
     check(np.isfinite(r).all(), "ratios contain NaN or inf", "pass finite ratios")
@@ -49,7 +49,7 @@ class SearchResult:
     ratios:list; reward:float; target:float; evaluations:int; simulations:int; seconds:float; trace:list
 
 def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, evaluations:int=200, delta0:float=0.1,
-                gamma:float=0.8, c:float=0.5, branching:int=3, lo:float=0.0, hi:float=0.95, weights=None, seed:int=0,
+                gamma:float=0.8, c:float=0.5, branching:int=3, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None, seed:int=0,
                 normalize:bool=False, progress:bool=True) -> SearchResult:
     "Search per-layer ratios with mean `target` maximising `reward_fn(ratios) -> float`."
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")

@@ -11,26 +11,17 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file, safe_open
 from tqdm.auto import tqdm
 from .core import *
+from .mcts import project
 
 # %% auto 0
 __all__ = ['PREDICTORS', 'project_batch', 'Block', 'ARTransformer', 'Transformer', 'MLP', 'BiLSTM', 'make_predictor',
            'train_predictor', 'predict', 'save_predictor', 'load_predictor']
 
 # %% ../nbs/17_predictors.ipynb 5
-def project_batch(r:torch.Tensor, targets:torch.Tensor, lo:float, hi:float, iters:int=80) -> torch.Tensor:
-    "Project every row of `r` (B, L) onto {mean = target_b, lo ≤ r ≤ hi}."
-    r, t = r.double(), targets.double().reshape(-1, 1)
-    a = torch.full_like(t, lo - 1.0) - r.max(1, keepdim=True).values.clamp_min(0)
-    b = torch.full_like(t, hi + 1.0) - r.min(1, keepdim=True).values.clamp_max(0)
-    for _ in range(iters):
-        mid = (a + b) / 2
-        low = (r + mid).clamp(lo, hi).mean(1, keepdim=True) < t
-        a, b = torch.where(low, mid, a), torch.where(low, b, mid)
-    out = (r + (a + b) / 2).clamp(lo, hi)
-    inside = (out > lo) & (out < hi)
-    first = inside.double().argmax(1, keepdim=True)
-    fix = (t - out.mean(1, keepdim=True)) * r.shape[1] * inside.any(1, keepdim=True)
-    return out.scatter_add(1, first, fix).clamp(lo, hi)
+def project_batch(r:torch.Tensor, targets:torch.Tensor, lo:float, hi:float) -> torch.Tensor:
+    "Every row of `r` (B, L) projected onto {mean = target_b, lo ≤ r ≤ hi} by `lop.mcts.project` (float64)."
+    rows = r.detach().double().cpu().numpy()
+    return torch.from_numpy(np.stack([project(row, float(t), lo, hi) for row, t in zip(rows, targets.reshape(-1).tolist())]))
 
 # %% ../nbs/17_predictors.ipynb 8
 class Block(nn.Module):
@@ -54,7 +45,7 @@ class Block(nn.Module):
 
 class _Base(nn.Module):
     kind = "base"
-    def __init__(self, n_layers, lo=0.0, hi=0.95, **hp):
+    def __init__(self, n_layers, lo=RATIO_BOUNDS[0], hi=RATIO_BOUNDS[1], **hp):
         super().__init__()
         self.n_layers, self.lo, self.hi, self.hp = n_layers, float(lo), float(hi), hp
     def squash(self, z): return self.lo + (self.hi - self.lo) * torch.sigmoid(z)
@@ -63,7 +54,7 @@ class _Base(nn.Module):
 class ARTransformer(_Base):
     "Autoregressive Transformer predictor (the paper's LOP network)."
     kind = "ar_transformer"
-    def __init__(self, n_layers, lo=0.0, hi=0.95, d=128, heads=4, depth=2, ff=4, dropout=0.0):
+    def __init__(self, n_layers, lo=RATIO_BOUNDS[0], hi=RATIO_BOUNDS[1], d=128, heads=4, depth=2, ff=4, dropout=0.0):
         super().__init__(n_layers, lo, hi, d=d, heads=heads, depth=depth, ff=ff, dropout=dropout)
         self.temb, self.rproj = self.target_mlp(d), nn.Linear(1, d)
         self.lemb = nn.Parameter(torch.randn(n_layers, d) * 0.02)
@@ -96,7 +87,7 @@ class ARTransformer(_Base):
 class Transformer(_Base):
     "Non-autoregressive Transformer predictor (ablation)."
     kind = "transformer"
-    def __init__(self, n_layers, lo=0.0, hi=0.95, d=128, heads=4, depth=2, ff=4, dropout=0.0):
+    def __init__(self, n_layers, lo=RATIO_BOUNDS[0], hi=RATIO_BOUNDS[1], d=128, heads=4, depth=2, ff=4, dropout=0.0):
         super().__init__(n_layers, lo, hi, d=d, heads=heads, depth=depth, ff=ff, dropout=dropout)
         self.temb, self.lemb = self.target_mlp(d), nn.Parameter(torch.randn(n_layers, d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, heads, ff, dropout) for _ in range(depth))
@@ -109,7 +100,7 @@ class Transformer(_Base):
 class MLP(_Base):
     "MLP predictor (ablation): two hidden ReLU layers, sigmoid outputs."
     kind = "mlp"
-    def __init__(self, n_layers, lo=0.0, hi=0.95, hidden=128):
+    def __init__(self, n_layers, lo=RATIO_BOUNDS[0], hi=RATIO_BOUNDS[1], hidden=128):
         super().__init__(n_layers, lo, hi, hidden=hidden)
         self.net = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_layers))
     def forward(self, t, ratios=None): return self.squash(self.net(t.reshape(-1, 1)))
@@ -117,7 +108,7 @@ class MLP(_Base):
 class BiLSTM(_Base):
     "Bi-LSTM predictor (ablation): the projected target replicated over the layers, read both ways."
     kind = "bilstm"
-    def __init__(self, n_layers, lo=0.0, hi=0.95, hidden=128):
+    def __init__(self, n_layers, lo=RATIO_BOUNDS[0], hi=RATIO_BOUNDS[1], hidden=128):
         super().__init__(n_layers, lo, hi, hidden=hidden)
         self.inp = nn.Sequential(nn.Linear(1, hidden), nn.ReLU())
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
@@ -128,7 +119,7 @@ class BiLSTM(_Base):
 
 PREDICTORS = {c.kind: c for c in (ARTransformer, Transformer, MLP, BiLSTM)}
 
-def make_predictor(kind:str, n_layers:int, lo:float=0.0, hi:float=0.95, **hp) -> nn.Module:
+def make_predictor(kind:str, n_layers:int, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], **hp) -> nn.Module:
     "A fresh predictor of `kind` (ar_transformer, transformer, mlp, bilstm)."
     check(kind in PREDICTORS, f"unknown predictor kind {kind!r}", f"use one of {tuple(PREDICTORS)}")
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")
@@ -150,7 +141,7 @@ def train_predictor(kind:str, records:list, epochs:int=64, batch_size:int=40, lr
     records = sorted(records, key=lambda r: r["target"])
     val = [r for i, r in enumerate(records) if val_every and i % val_every == val_every // 2] if len(records) >= 2 * max(val_every, 1) else []
     train = [r for r in records if r not in val]
-    lo, hi = min(r.get("lo", 0.0) for r in records), max(r.get("hi", 0.95) for r in records)
+    lo, hi = min(r.get("lo", RATIO_BOUNDS[0]) for r in records), max(r.get("hi", RATIO_BOUNDS[1]) for r in records)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = make_predictor(kind, n.pop(), lo, hi, **hp)
