@@ -150,8 +150,8 @@ def _child_peak(code:str) -> float:
 def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, progress=True, real=("smollm2-135m",)) -> dict:
     "Run every benchmark; write `out/bench.json` and `out/bench.md`; return the results."
     from lop.testbed import load_testbed
-    from lop.synthvqa import make_split, calibration_items
-    from lop.evaluate import Evaluator, encode_items, ratio_reward
+    from lop.synthvqa import calibration_items
+    from lop.evaluate import split_evaluator, encode_items, ratio_reward
     from lop.mcts import mcts_search
     from lop.baselines import flap
     from lop.ondemand import prune_to, testbed_assets
@@ -165,7 +165,7 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     calib = encode_items(proc, calibration_items(100 if quick else 500))
     say("1. importance"); res["importance"] = bench_importance(m, calib, device)
     l2 = load_importance(testbed_assets()/"importance_l2.safetensors", model=m)
-    val = Evaluator(m, proc, make_split("val", 12 if quick else 40), progress=False)
+    val = split_evaluator(m, proc, "val", 12 if quick else 40, progress=False)
     say("2. masked evaluation"); res["masked_eval"] = bench_masked_eval(val, l2, device=device)
     say("3. on-demand pruning")
     net = load_predictor(testbed_assets()/"predictor.safetensors", n_layers=len(l2))

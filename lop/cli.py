@@ -87,9 +87,8 @@ def cmd_importance(a):
     save_importance(imp, a.out); print(f"{imp} → {a.out}")
 
 def _evaluator(m, proc, split, n, seed=0):
-    from lop.synthvqa import make_split
-    from lop.evaluate import Evaluator
-    return Evaluator(m, proc, make_split(split, n, seed=seed))
+    from lop.evaluate import split_evaluator
+    return split_evaluator(m, proc, split, n, seed)
 
 def _reward(m, proc, imp, a):
     "The search's reward: −KL to the dense model on validation windows (text models), or the SynthVQA validation average."

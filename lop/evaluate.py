@@ -17,7 +17,7 @@ from .evo import PooledReward
 
 # %% auto 0
 __all__ = ['INSTRUCTIONS', 'default_prompt', 'candidate_ids', 'task_metrics', 'summarise', 'encode_items', 'Evaluator',
-           'paired_bootstrap', 'ratio_reward', 'answer_logprobs', 'answer_kl_reward']
+           'split_evaluator', 'paired_bootstrap', 'ratio_reward', 'answer_logprobs', 'answer_kl_reward']
 
 # %% ../nbs/10_evaluate.ipynb 5
 INSTRUCTIONS = {2: "Please answer yes or no.", 4: "Answer with one of the options directly."}
@@ -107,7 +107,13 @@ class Evaluator:
         return dict(summarise(self.items, preds), predictions=preds, seconds=time.perf_counter() - t0)
     __call__ = evaluate
 
-# %% ../nbs/10_evaluate.ipynb 12
+# %% ../nbs/10_evaluate.ipynb 8
+def split_evaluator(model:nn.Module, processor, split:str, units:int, seed:int=0, **kw) -> Evaluator:
+    "An `Evaluator` on SynthVQA's seeded `split` with `units` per task: the one the CLI, the reproduction and the bench score with."
+    from lop.synthvqa import make_split
+    return Evaluator(model, processor, make_split(split, units, seed=seed), **kw)
+
+# %% ../nbs/10_evaluate.ipynb 13
 def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:float=0.95, seed:int=0) -> dict:
     "Average score of `preds_a` minus that of `preds_b` on `items`, with a unit-level bootstrap interval at `level`."
     check(len(items) == len(preds_a) == len(preds_b) > 0, f"{len(items)} items, {len(preds_a)} and {len(preds_b)} predictions",
@@ -127,12 +133,12 @@ def paired_bootstrap(items:list, preds_a:list, preds_b:list, n:int=1000, level:f
     return dict(diff=summarise(items, preds_a)["average"] - summarise(items, preds_b)["average"],
                 lo=float(np.quantile(d, tail)), hi=float(np.quantile(d, 1 - tail)), share_ahead=float((d > 0).mean()), replicates=n)
 
-# %% ../nbs/10_evaluate.ipynb 17
+# %% ../nbs/10_evaluate.ipynb 18
 def ratio_reward(evaluator:Evaluator, scores, key:str="average", compensate=None):
     "A function ratios → the evaluator's `key` metric with the model masked at those per-layer ratios."
     return lambda ratios: evaluator.evaluate(make_plan(scores, ratios), compensate)[key]
 
-# %% ../nbs/10_evaluate.ipynb 20
+# %% ../nbs/10_evaluate.ipynb 21
 @torch.no_grad()
 def answer_logprobs(evaluator:Evaluator, over:str="candidates", batches=None) -> list:
     "Per item, the log-probabilities at its answer position: over its candidates, or over the whole vocabulary; on the evaluator's batches of index `batches` (default all)."

@@ -116,9 +116,8 @@ class Context:
             from lop.lmms import LMMSEvaluator, PAPER_LMMS
             if split == "test": return LMMSEvaluator(self.model, self.processor, PAPER_LMMS)
             return LMMSEvaluator(self.model, self.processor, dict(mmbench=PAPER_LMMS["mmbench"]), limit=self.b["val_questions"])
-        from lop.synthvqa import make_split
-        from lop.evaluate import Evaluator
-        return Evaluator(self.model, self.processor, make_split(split, self.b[f"{split}_units"], seed=self.seed))
+        from lop.evaluate import split_evaluator
+        return split_evaluator(self.model, self.processor, split, self.b[f"{split}_units"], self.seed)
     @property
     def evaluated_on(self) -> str:
         "What the test scores are measured on, for the provenance of the tables."
