@@ -8,7 +8,7 @@ export LOP_VENV := $(VENV)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: env reproduce test test-nbs test-py export
+.PHONY: env reproduce test test-nbs test-py export readme
 env:
 	@bash tools/setup-env.sh
 
@@ -26,3 +26,8 @@ test-py: env
 # `make export` (every notebook) or `make export NB=path.ipynb`; fails when the export fails
 export: env
 	$(VENV)/bin/nbdev_export $(if $(NB),--path $(NB)) 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
+
+# `make readme`: README.md from nbs/index.ipynb, executed now so that its tables are read from results/ (tools/readme.py:
+# nbdev_readme would need quarto); fails when the notebook fails. `python tools/readme.py --check` only compares.
+readme: env
+	OMP_NUM_THREADS=1 $(VENV)/bin/python tools/readme.py 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
