@@ -51,9 +51,21 @@ def _check_stages(stages):
     check(ok, f"invalid selection stages {stages!r}",
           "give (fraction of the pool, survivors) pairs with growing fractions and shrinking survivors, the last keeping 1")
 
-def evo_search(reward_fn, n_layers:int, target:float, evaluations:float=200, offspring:int=8, stages=((0.25, 2), (1.0, 1)),
-               step:float=0.05, max_moves:int=6, start=None, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None, seed:int=0,
-               progress:bool=True) -> SearchResult:
+def evo_search(reward_fn,                  # ratios -> score (higher is better); a `PooledReward` also scores samples of its pool
+               n_layers:int,               # number of FFN layers
+               target:float,               # the mean ratio every configuration keeps exactly
+               evaluations:float=200,      # budget in full evaluations (a score on k of n pool units costs k/n)
+               offspring:int=8,            # children mutated from the parent each generation
+               stages=((0.25, 2), (1.0, 1)),   # selection steps: (share of the pool, survivors) each
+               step:float=0.05,            # ratio moved from one layer to another by one mutation move
+               max_moves:int=6,            # moves per child, drawn from 1..max_moves
+               start=None,                 # first parent: None (uniform), ratios, or a function of the target
+               lo:float=RATIO_BOUNDS[0],   # lower bound of every ratio
+               hi:float=RATIO_BOUNDS[1],   # upper bound of every ratio
+               weights=None,               # per-layer weights of the mean (e.g. widths); None: plain mean
+               seed:int=0,                 # the search's random seed
+               progress:bool=True          # show a progress bar
+              ) -> SearchResult:
     "Per-layer ratios with mean `target` maximising `reward_fn`, found by evolution in at most `evaluations` full evaluations."
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")
     check(evaluations > 0 and offspring >= 1 and max_moves >= 1 and 0 < step < 1,

@@ -48,9 +48,22 @@ class SearchResult:
     "The best configuration found, its reward, and the trace of the search."
     ratios:list; reward:float; target:float; evaluations:int; simulations:int; seconds:float; trace:list
 
-def mcts_search(reward_fn, n_layers:int, target:float, simulations:int=300, evaluations:int=200, delta0:float=0.1,
-                gamma:float=0.8, c:float=0.5, branching:int=3, lo:float=RATIO_BOUNDS[0], hi:float=RATIO_BOUNDS[1], weights=None, seed:int=0,
-                normalize:bool=False, progress:bool=True) -> SearchResult:
+def mcts_search(reward_fn,                   # ratios (list of floats) -> a finite score, higher is better
+                n_layers:int,                # number of FFN layers
+                target:float,                # the mean ratio every configuration keeps exactly
+                simulations:int=300,         # tree simulations (selection, expansion, backup)
+                evaluations:int=200,         # distinct configurations scored by `reward_fn` at most
+                delta0:float=0.1,            # perturbation half-width at the root
+                gamma:float=0.8,             # perturbation decay per tree level
+                c:float=0.5,                 # UCB exploration constant
+                branching:int=3,             # children per node before descending
+                lo:float=RATIO_BOUNDS[0],    # lower bound of every ratio
+                hi:float=RATIO_BOUNDS[1],    # upper bound of every ratio
+                weights=None,                # per-layer weights of the mean (e.g. widths); None: plain mean
+                seed:int=0,                  # the search's random seed
+                normalize:bool=False,        # UCB on rewards rescaled to [0, 1] by the range seen so far
+                progress:bool=True           # show a progress bar
+               ) -> SearchResult:
     "Search per-layer ratios with mean `target` maximising `reward_fn(ratios) -> float`."
     check(isinstance(n_layers, int) and n_layers > 0, f"n_layers must be a positive integer, got {n_layers!r}")
     check(simulations > 0 and evaluations > 0, "simulations and evaluations must be positive")

@@ -5,6 +5,7 @@
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
 import json, os, shutil, time
+from dataclasses import dataclass, asdict
 from unittest.mock import patch
 from pathlib import Path
 from tqdm.auto import tqdm
@@ -15,24 +16,40 @@ from .dataset import generate_dataset, target_grid, read_dataset
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params', 'Context', 'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'Budget', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params', 'Context',
+           'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
-MODES = dict(
-    smoke=dict(test_units=2, val_units=2, grid=(0.1, 0.6, 0.1), simulations=4, evaluations=3, calibration=40,
-               epochs=5, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=3, small_model_steps=4,
-               val_questions=8),
-    quick=dict(test_units=40, val_units=12, grid=(0.05, 0.60, 0.05), simulations=40, evaluations=30, calibration=500,
-               epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=30, small_model_steps=300,
-               val_questions=100),
-    full=dict(test_units=150, val_units=40, grid=(0.05, 0.60, 0.025), simulations=300, evaluations=200, calibration=500,
-              epochs=300, ratios=(0.2, 0.3, 0.5), heldout=(0.2125, 0.3375, 0.4625), heldout_evaluations=200, small_model_steps=None,
-              val_questions=400))
+@dataclass(frozen=True)
+class Budget:
+    "The budgets of one reproduction mode on the testbed (evaluation sizes in SynthVQA units per task)."
+    mode:str
+    test_units:int                        # the test split every table scores
+    val_units:int                         # the validation split that rewards the searches
+    grid:tuple                            # (lo, hi, step) of the search dataset's targets
+    simulations:int                       # MCTS simulations per target
+    evaluations:int                       # evaluated configurations per target (both teachers)
+    calibration:int=500                   # calibration items of the importance scores
+    epochs:int=300                        # predictor training epochs
+    ratios:tuple=(0.2, 0.3, 0.5)          # the pruning ratios of the tables
+    heldout:tuple=(0.2125, 0.3375, 0.4625)   # targets between the grid's points (Table 3)
+    small_model_steps:int|None=None       # Table 2's small dense models (None: the testbed recipe's steps)
+    val_questions:int=100                 # a real model's search reward: the first MMBench-EN dev questions
+    @property
+    def heldout_evaluations(self) -> int: return self.evaluations   # MCTS at the held-out targets: the dataset's budget
+    def asdict(self) -> dict: return dict(asdict(self), heldout_evaluations=self.heldout_evaluations)
 
-def budget(mode:str) -> dict:
-    "The budgets of `mode` (quick or full)."
+MODES = dict(smoke=Budget("smoke", test_units=2, val_units=2, grid=(0.1, 0.6, 0.1), simulations=4, evaluations=3, calibration=40,
+                          epochs=5, small_model_steps=4, val_questions=8),
+             quick=Budget("quick", test_units=40, val_units=12, grid=(0.05, 0.60, 0.05), simulations=40, evaluations=30,
+                          small_model_steps=300),
+             full=Budget("full", test_units=150, val_units=40, grid=(0.05, 0.60, 0.025), simulations=300, evaluations=200,
+                         val_questions=400))
+
+def budget(mode:str) -> Budget:
+    "The budgets of `mode` (smoke, quick or full)."
     check(mode in MODES, f"unknown mode {mode!r}", f"use one of {tuple(MODES)}")
-    return dict(MODES[mode], mode=mode)
+    return MODES[mode]
 
 # %% ../nbs/19_reproduce.ipynb 7
 def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
@@ -47,13 +64,13 @@ def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
     save_importance(imp, path)
     return imp
 
-def get_dataset(model, evaluator, scores, path, b:dict, seed:int=0, teacher:str="mcts", targets=None) -> list[dict]:
+def get_dataset(model, evaluator, scores, path, b:Budget, seed:int=0, teacher:str="mcts", targets=None) -> list[dict]:
     """The `teacher` search's dataset (mcts: the paper's; evo: `lop.evo` with the same number of evaluations) over the
     mode's target grid or `targets` (resumable), rewarded by `evaluator`'s average."""
     from lop.evaluate import ratio_reward
-    kw = dict(simulations=b["simulations"]) if teacher == "mcts" else dict(search=teacher)
-    return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), targets or target_grid(*b["grid"]), seed=seed,
-                            model_fingerprint=model_fingerprint(model), evaluations=b["evaluations"], **kw)
+    kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
+    return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), targets or target_grid(*b.grid), seed=seed,
+                            model_fingerprint=model_fingerprint(model), evaluations=b.evaluations, **kw)
 
 def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
@@ -86,7 +103,7 @@ class Context:
         from lop.load import load_model
         check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)))
         seed_everything(seed)
-        self.b, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"
+        self.budget, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"
         self.work.mkdir(parents=True, exist_ok=True)
         self.model, self.processor = load_model(model, device="cpu")
         self._cache = {}
@@ -96,7 +113,7 @@ class Context:
         dst, d = self.work/name, testbed_assets()
         if dst.is_file() or not (self.shipped and shipped_name and (d/"artefacts.json").is_file()): return dst
         a = json.loads((d/"artefacts.json").read_text())
-        if a.get("budgets") != json.loads(json.dumps(self.b)) or a.get("provenance", {}).get("seed") != self.seed: return dst
+        if a.get("budgets") != json.loads(json.dumps(self.budget.asdict())) or a.get("provenance", {}).get("seed") != self.seed: return dst
         fp = model_fingerprint(self.model)
         recs = read_dataset(d/"dataset.jsonl") if (d/"dataset.jsonl").is_file() else []
         if (recs and all(r.get("model") == fp for r in recs) and (d/shipped_name).is_file()
@@ -115,9 +132,9 @@ class Context:
         if self.real:   # test: MME, MMBench-EN dev, MMMU val, POPE; search reward: the first questions of MMBench-EN dev
             from lop.lmms import LMMSEvaluator, PAPER_LMMS
             if split == "test": return LMMSEvaluator(self.model, self.processor, PAPER_LMMS)
-            return LMMSEvaluator(self.model, self.processor, dict(mmbench=PAPER_LMMS["mmbench"]), limit=self.b["val_questions"])
+            return LMMSEvaluator(self.model, self.processor, dict(mmbench=PAPER_LMMS["mmbench"]), limit=self.budget.val_questions)
         from lop.evaluate import split_evaluator
-        return split_evaluator(self.model, self.processor, split, self.b[f"{split}_units"], self.seed)
+        return split_evaluator(self.model, self.processor, split, getattr(self.budget, f"{split}_units"), self.seed)
     @property
     def evaluated_on(self) -> str:
         "What the test scores are measured on, for the provenance of the tables."
@@ -129,14 +146,14 @@ class Context:
     def val(self): return self._get("val", lambda: self._evaluator("val"))
     def scores(self, metric="l2"):
         return self._get(f"scores_{metric}", lambda: get_scores(self.model, self.processor, metric, self.work/f"scores_{metric}.safetensors",
-                                                                self.b["calibration"], self.seed))
+                                                                self.budget.calibration, self.seed))
     @property
     def l2(self): return self.scores("l2")
     def teacher_records(self, teacher:str="mcts") -> list:
         "The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo: `dataset_evo.jsonl`)."
         name = "dataset.jsonl" if teacher == "mcts" else f"dataset_{teacher}.jsonl"
         return self._get(("records", teacher), lambda: get_dataset(self.model, self.val, self.l2, self._work_file(name, name if teacher == "mcts" else None),
-                                                                  self.b, self.seed, teacher))
+                                                                  self.budget, self.seed, teacher))
     @property
     def records(self): return self.teacher_records("mcts")
     def predictor(self, kind="ar_transformer", teacher:str="mcts"):
@@ -144,7 +161,7 @@ class Context:
         tail = "" if teacher == "mcts" else f"_{teacher}"
         shipped = "predictor.safetensors" if kind == "ar_transformer" and teacher == "mcts" else None
         return self._get(("pred", kind, teacher), lambda: get_predictor(kind, self.teacher_records(teacher), self._work_file(f"predictor_{kind}{tail}.safetensors", shipped),
-                                                                       self.b["epochs"], self.seed))
+                                                                       self.budget.epochs, self.seed))
     @property
     def ar(self): return self.predictor("ar_transformer")
 

@@ -6,7 +6,7 @@ from lop.reproduce import reproduce, budget, NOTEBOOKS
 from lop.testbed import build_processor, build_model, save_testbed
 
 TABLES = ["testbed_dense", "testbed_uniform_curve", "testbed_layer_sensitivity", "testbed_criteria", "search_dataset",
-          "time_breakdown", "table1", "table1_formatted", "table3", "heldout_targets", "table2", "accuracy_vs_ratio",
+          "time_breakdown", "table1", "table1_formatted", "table1_glance", "table3", "heldout_targets", "table2", "accuracy_vs_ratio",
           *(f"real_{t}_smollm2-135m" for t in ("table1", "significance", "heldout", "table3", "data")),
           "teachers_smollm2-135m", "reward_noise_smollm2-135m", "teachers_testbed", "reward_noise_testbed"]
 FIGURES = ["testbed_pruning_curve", "fig4_mcts_progress", "fig1_overview", "fig2_importance", "ratio_profiles",

@@ -15,7 +15,7 @@ def testbed(): return load_testbed()
 def test_shipped_testbed_reproduces_the_committed_dense_numbers(testbed):
     prov = json.loads((ROOT / "results" / "provenance.json").read_text())["testbed_dense.csv"]
     committed = pd.read_csv(ROOT / "results" / "testbed_dense.csv").iloc[0]
-    items = make_split("test", budget(prov["mode"])["test_units"], seed=prov["seed"])
+    items = make_split("test", budget(prov["mode"]).test_units, seed=prov["seed"])
     assert prov["evaluated_on"] == f"SynthVQA test split, {len(items)} items (seed {prov['seed']})"
     res = Evaluator(*testbed, items, progress=False).evaluate()
     for k in (*TASKS, "average"): assert res[k] == committed[k], k
