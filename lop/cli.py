@@ -152,7 +152,7 @@ def cmd_prune(a):
     from lop.ondemand import prune_to
     m, proc = _load(a.model, a.device)
     _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of)
-    save_pruned(m, a.out, proc)
+    save_pruned(m, a.out, proc, format=a.format)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
 
 def cmd_bench(a):
@@ -216,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
     s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
+    s.add_argument("--format", default="lop", choices=["lop", "hf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
+                   "plain transformers loads with trust_remote_code=True, without lop")
     return p
 
 def main(argv=None) -> int:

@@ -174,24 +174,34 @@ def _aliases(sd:dict) -> dict:
         else: first.setdefault(key, k)
     return alias
 
-def save_pruned(model:nn.Module, path, processor=None) -> Path:
-    "Save a (pruned or dense) model to the folder `path`; written to a temporary folder, then moved into place."
-    path = Path(path)
+def _write_lop(model:nn.Module, folder:Path, processor=None):
+    "Fill `folder` with lop's own format: all tensors, the config, the processor and the manifest `lop.json`."
     ffns = find_ffns(model)
     sd = model.state_dict()
     alias = _aliases(sd)
     tensors = {k: v.detach().contiguous() for k, v in sd.items() if k not in alias}
+    save_file(tensors, str(folder/"model.safetensors"), metadata={"format": "pt"})
+    model.config.save_pretrained(folder)
+    if processor is not None: processor.save_pretrained(folder)
+    manifest = dict(format="lop-pruned", version=1, model_class=type(model).__name__,
+                    ffn_widths=[f.width for f in ffns], down_bias=[f.down.bias is not None for f in ffns],
+                    dtype=str(next(model.parameters()).dtype).replace("torch.", ""), aliases=alias,
+                    sha256=file_sha256(folder/"model.safetensors"), fingerprint=model_fingerprint(model))
+    write_json_atomic(folder/"lop.json", manifest)
+
+def save_pruned(model:nn.Module, path, processor=None, format:str="lop") -> Path:
+    "Save a (pruned or dense) model to the folder `path` in lop's `format`, or as `hf` for plain transformers; written to a temporary folder, then moved into place."
+    check(format in ("lop", "hf"), f"unknown checkpoint format {format!r}",
+          "use format='lop' (lop's own, read by load_pruned) or format='hf' (loads with plain transformers, trust_remote_code=True)")
+    path = Path(path)
+    find_ffns(model)                                       # refuse what lop cannot prune before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file(tensors, str(tmp/"model.safetensors"), metadata={"format": "pt"})
-        model.config.save_pretrained(tmp)
-        if processor is not None: processor.save_pretrained(tmp)
-        manifest = dict(format="lop-pruned", version=1, model_class=type(model).__name__,
-                        ffn_widths=[f.width for f in ffns], down_bias=[f.down.bias is not None for f in ffns],
-                        dtype=str(next(model.parameters()).dtype).replace("torch.", ""), aliases=alias,
-                        sha256=file_sha256(tmp/"model.safetensors"), fingerprint=model_fingerprint(model))
-        write_json_atomic(tmp/"lop.json", manifest)
+        if format == "hf":
+            from lop.hf import write_hf
+            write_hf(model, tmp, processor)
+        else: _write_lop(model, tmp, processor)
         old = None
         if path.exists(): old = path.rename(path.with_name(f".{path.name}.old-{os.getpid()}"))
         tmp.rename(path)
@@ -201,12 +211,19 @@ def save_pruned(model:nn.Module, path, processor=None) -> Path:
     return path
 
 def load_pruned(path, device="cpu", dtype=None) -> nn.Module:
-    "Load a model saved by `save_pruned`, checking its integrity."
+    "Load a model saved by `save_pruned` (either format), checking its integrity."
     from accelerate import init_empty_weights
     path = Path(path)
+    if not (path/"lop.json").is_file() and (path/"modeling_lop.py").is_file():
+        from lop.hf import transformers_call
+        raise LOPError(f"{path} has no lop.json: it is a folder for plain transformers without lop's manifest",
+                       f"load it with {transformers_call(path)}")
     check((path/"lop.json").is_file(), f"{path} is not a lop checkpoint (no lop.json)", "save pruned models with save_pruned")
     try: man = json.loads((path/"lop.json").read_text())
     except json.JSONDecodeError as e: raise LOPError(f"{path}/lop.json is corrupt ({e})", "save the model again") from None
+    if isinstance(man, dict) and man.get("format") == "lop-hf":
+        from lop.hf import load_hf
+        return load_hf(path, man, device, dtype)
     wfile = path/"model.safetensors"
     check(wfile.is_file(), f"{path} has no model.safetensors", "the checkpoint is incomplete: save the model again")
     check(file_sha256(wfile) == man.get("sha256"), f"{wfile} does not match its checksum: the file is truncated or was modified",
