@@ -113,6 +113,11 @@ def load_gguf(path, description:str|None=None, device="cpu"):
 def _hf_folder(p:Path, dtype:str):
     import transformers as tf
     dt = "auto" if dtype == "auto" else getattr(torch, dtype)
+    cfg = p/"config.json"
+    check(not (cfg.is_file() and "modeling_lop." in cfg.read_text(errors="replace")),
+          f"{p} holds a pruned checkpoint in the Hugging Face format (format='hf') without its lop.json manifest",
+          "load it with transformers' AutoModelForCausalLM (or AutoModelForImageTextToText).from_pretrained(folder, trust_remote_code=True), "
+          "or save the model again with lop.prune.save_pruned")
     errors = []
     for auto in (tf.AutoModelForImageTextToText, tf.AutoModelForCausalLM):
         try: model = auto.from_pretrained(p, dtype=dt); break

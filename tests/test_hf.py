@@ -193,6 +193,8 @@ def test_load_pruned_refuses_bad_folders(plain, tmp_path):
     with pytest.raises(LOPError, match="has no model.safetensors"): load_pruned(bad)
     shutil.copy(folder/"model.safetensors", bad); (bad/"lop.json").unlink()
     with pytest.raises(LOPError, match=r"AutoModelForCausalLM.from_pretrained\(.*trust_remote_code=True\)"): load_pruned(bad)
+    from lop.load import load_model
+    with pytest.raises(LOPError, match="without its lop.json manifest"): load_model(str(bad))
     with pytest.raises(LOPError, match="unknown checkpoint format"): save_pruned(tiny("llama"), tmp_path/"x", format="gguf")
     assert not (tmp_path/"x").exists()
 

@@ -60,3 +60,20 @@ def test_pruning_spec_by_target_scores_and_predictor(untrained, tmp_path):
     apply_pruning(m, target=0.4, scores=str(tmp_path / "s.safetensors"), predictor=str(tmp_path / "p.safetensors"))
     assert [f.width for f in find_ffns(m)] == [kept_width(width, r) for r in predict(net, [0.4])[0]]
     with pytest.raises(LOPError, match="predictor= needs a target="): apply_pruning(m, predictor=str(tmp_path / "p.safetensors"))
+
+def test_the_lmms_model_takes_a_pruned_folder_in_either_format(untrained, tmp_path):
+    "The folder `lop prune` writes (lop's format or the Hugging Face one) is what `--model_args pretrained=` takes."
+    import torch
+    from lop.importance import collect_importance, save_importance
+    from lop.lmms import LOPModel
+    from lop.models import find_ffns
+    from lop.prune import save_pruned
+    m, proc = load_model(str(untrained / "model"), device="cpu")
+    save_importance(collect_importance(m, [proc(["<bos> is there a red circle ?"], images=None)], progress=False), tmp_path / "s.safetensors")
+    apply_pruning(m, target=0.4, scores=str(tmp_path / "s.safetensors"))
+    x = proc(["<bos> is there a red circle ?"], images=None)
+    with torch.no_grad(): want = m(**x).logits
+    for fmt in ("lop", "hf"):
+        lm = LOPModel(pretrained=str(save_pruned(m, tmp_path / fmt, proc, format=fmt)), device="cpu")
+        assert [f.width for f in find_ffns(lm.model)] == [f.width for f in find_ffns(m)], fmt
+        with torch.no_grad(): torch.testing.assert_close(lm.model(**x).logits, want, rtol=0, atol=1e-5)
