@@ -5,6 +5,7 @@
 # %% ../nbs/08_testbed.ipynb 2
 from __future__ import annotations
 import math, time
+from dataclasses import dataclass, field, fields, replace, asdict
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
 import transformers as tf
@@ -17,8 +18,8 @@ from .synthvqa import *
 __all__ = ['SPECIAL', 'MIXTURE', 'AUXILIARY', 'PAIRED', 'READING', 'vocabulary', 'build_tokenizer', 'build_image_processor',
            'TestbedProcessor', 'build_processor', 'testbed_config', 'build_model', 'caption_item', 'lookup_item',
            'fact_item', 'value_item', 'name_item', 'where_item', 'count_item', 'training_items', 'text_items',
-           'encode_training', 'answer_loss', 'grow', 'train_testbed', 'save_testbed', 'is_testbed', 'load_processor',
-           'load_testbed']
+           'encode_training', 'answer_loss', 'grow', 'TestbedRecipe', 'train_testbed', 'save_testbed', 'is_testbed',
+           'load_processor', 'load_testbed']
 
 # %% ../nbs/08_testbed.ipynb 5
 SPECIAL = ["<pad>", "<unk>", "<bos>", "<eos>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -242,25 +243,65 @@ def _mixture_at(step, stages, mixture) -> dict:
         step -= n
     return mixture
 
-def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=MIXTURE, seed=0,
-                  checkpoint_every=250, progress=True, model_kw=None, threads=None, until=None,
-                  reading_steps=1000, reading_mixture=READING, grow_at=None, text_steps=0, text_batch=64, text_every=0, text_sum=0.4, paired=False):
-    "Train a testbed model from scratch on SynthVQA into `out` (resumable; `until` stops early at that step); returns (model, processor, history)."
+@dataclass
+class TestbedRecipe:
+    "How a testbed model is trained; every default is the shipped testbed's recipe (its `training.json`)."
+    steps:int=12500                 # optimiser steps in all
+    batch_size:int=32               # multimodal items per step
+    lr:float=5e-4                   # peak learning rate (AdamW, linear warm-up, cosine decay)
+    warmup:int=300                  # warm-up steps (again after the growth)
+    seed:int=0                      # initialisation and data
+    ffn:int=80                      # FFN width of every text layer
+    layers:int=12                   # text layers of the trained model
+    start_layers:int=4              # text layers until `grow_step`
+    grow_step:int|None=3500         # the step at which the model grows to `layers` (None: `layers` throughout)
+    text_steps:int=2500             # text-only steps first (named things and their sums)
+    text_batch:int=64               # items of a text-only step
+    text_every:int=8                # text items rehearsed beside every later multimodal batch
+    text_sum:float=0.4              # share of sums among the text items
+    paired:bool=True                # both questions of a yes/no image in one batch
+    reading_steps:int|list=1000     # steps of the reading stage (a list: several stages in turn) ...
+    reading_mixture:dict|list=field(default_factory=lambda: dict(READING))   # ... and its task weights (a list: one per stage)
+    mixture:dict=field(default_factory=lambda: dict(MIXTURE))               # task weights of the multimodal stage
+
+    def scaled(self, steps:int) -> TestbedRecipe:
+        "The same recipe in `steps` steps, every phase kept in proportion (Table 2's short runs)."
+        k = steps / self.steps
+        rs = [round(n * k) for n in self.reading_steps] if isinstance(self.reading_steps, (list, tuple)) else round(self.reading_steps * k)
+        return replace(self, steps=steps, warmup=max(1, round(self.warmup * k)), reading_steps=rs, text_steps=round(self.text_steps * k),
+                       grow_step=None if self.grow_step is None else round(self.grow_step * k))
+
+    @classmethod
+    def from_settings(cls, settings:dict) -> TestbedRecipe:
+        "The recipe saved in a `training.json` or a checkpoint: this form, or the earlier keyword form (`model_kw`, `grow_at`)."
+        if "model_kw" not in settings and "grow_at" not in settings: return cls(**settings)
+        old = dict(steps=4000, lr=1e-3, text_steps=0, text_every=0, paired=False, model_kw=None, grow_at=None) | settings
+        kw, grow = dict(old.pop("model_kw") or {}), {int(s): l for s, l in (old.pop("grow_at") or {}).items()}
+        check(set(kw) <= {"ffn", "layers"} and len(grow) <= 1, f"a recipe with model_kw={kw} and grow_at={grow}",
+              "the recipe takes an FFN width, a depth and at most one growth")
+        start = kw.get("layers", 12)
+        return cls(**old, ffn=kw.get("ffn", 80), start_layers=start, layers=next(iter(grow.values()), start), grow_step=next(iter(grow), None))
+
+def train_testbed(out, recipe:TestbedRecipe|None=None, checkpoint_every:int=250, progress:bool=True, threads:int|None=None,
+                  until:int|None=None, **changes) -> tuple:
+    """Train a testbed model from scratch on SynthVQA into `out` by `recipe` (default: the shipped one; `changes` replace
+    some of its fields); resumable, `until` stops early at that step; returns (model, processor, history)."""
+    names = {f.name for f in fields(TestbedRecipe)}
+    check(set(changes) <= names, f"unknown recipe field(s) {sorted(set(changes) - names)}", f"use some of {sorted(names)}")
+    r = replace(recipe or TestbedRecipe(), **changes)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if threads: torch.set_num_threads(threads)
-    proc, kw = build_processor(), dict(model_kw or {})
-    layers0, stages = kw.pop("layers", 12), {int(s): l for s, l in (grow_at or {}).items()}   # keys may be strings (JSON)
-    reading = _reading_stages(reading_steps, reading_mixture)
-    ck, start, hist = out/"checkpoint.pt", 0, []
-    cfg = dict(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, mixture=mixture, seed=seed, model_kw=model_kw,
-               reading_steps=reading_steps, reading_mixture=reading_mixture, grow_at=grow_at)
-    if text_steps or text_every: cfg.update(text_steps=text_steps, text_batch=text_batch, text_every=text_every, text_sum=text_sum)
-    if paired: cfg.update(paired=True)
+    proc, kw = build_processor(), dict(ffn=r.ffn)
+    grows = r.grow_step is not None and r.layers != r.start_layers
+    layers0, stages = (r.start_layers, {r.grow_step: r.layers}) if grows else (r.layers, {})
+    reading = _reading_stages(r.reading_steps, r.reading_mixture)
+    steps, lr, warmup, seed = r.steps, r.lr, r.warmup, r.seed
+    ck, start, hist, cfg = out/"checkpoint.pt", 0, [], asdict(r)
     state = None
     if ck.exists():
         try: state = torch.load(ck, weights_only=False)
         except Exception as e: raise LOPError(f"cannot read the training checkpoint {ck} ({e})", f"delete {ck} to start over") from None
-        check(state["config"] == cfg, f"{ck} belongs to a run with other settings", f"use the same settings or delete {ck}")
+        check(TestbedRecipe.from_settings(state["config"]) == r, f"{ck} belongs to a run with another recipe", f"use the same recipe or delete {ck}")
         start, hist = state["step"], state["history"]
     model = build_model(proc, seed=seed, layers=_depth(start - 1, layers0, stages) if start else layers0, **kw)   # the checkpoint's depth
     new_opt = lambda: torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -274,10 +315,10 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
         if depth != len(model.model.language_model.layers):   # grow, with fresh optimiser moments
             model = grow(model, proc, depth, **kw).train(); opt = new_opt()
         rng = np.random.RandomState((seed * 1_000_003 + step) % 2**31)
-        if step < text_steps: batches = [text_items(rng, text_batch, text_sum)]                       # text-only stage
+        if step < r.text_steps: batches = [text_items(rng, r.text_batch, r.text_sum)]                 # text-only stage
         else:
-            batches = [training_items(rng, batch_size, _mixture_at(step - text_steps, reading, mixture), paired)]
-            if text_every: batches.append(text_items(rng, text_every, text_sum))                   # keep rehearsing the names
+            batches = [training_items(rng, r.batch_size, _mixture_at(step - r.text_steps, reading, r.mixture), r.paired)]
+            if r.text_every: batches.append(text_items(rng, r.text_every, r.text_sum))             # keep rehearsing the names
         grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
         for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
         opt.zero_grad(set_to_none=True)
@@ -296,7 +337,7 @@ def train_testbed(out, steps=4000, batch_size=32, lr=1e-3, warmup=300, mixture=M
     model.eval()
     return model, proc, hist
 
-# %% ../nbs/08_testbed.ipynb 24
+# %% ../nbs/08_testbed.ipynb 26
 def save_testbed(model, processor, path, **meta) -> Path:
     "Save a testbed model, its processor and `meta` (training settings, history, provenance) to the folder `path`."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
