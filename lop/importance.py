@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple
 import torch, torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import save_file, safe_open
@@ -15,7 +16,7 @@ from .core import *
 from .models import *
 
 # %% auto 0
-__all__ = ['METRICS', 'ActivationStats', 'collect_stats', 'Importance', 'importance_from_stats', 'collect_importance',
+__all__ = ['METRICS', 'ActivationStats', 'collect_stats', 'Importance', 'Metric', 'importance_from_stats', 'collect_importance',
            'save_importance', 'load_importance', 'check_importance']
 
 # %% ../nbs/03_importance.ipynb 5
@@ -29,35 +30,44 @@ def _batch_digest(b:dict, ids:torch.Tensor, am:torch.Tensor|None):
     if isinstance(b.get("pixel_values"), torch.Tensor): parts.append(float(b["pixel_values"].float().sum()))
     return parts
 
+class _Batch:
+    "Where the real tokens of the current batch are: `shape` of its attention mask, `idx` of its unpadded positions (None: all), `n` of them."
+    shape, idx, n = None, None, 0
+    def __init__(self, ids:torch.Tensor, am:torch.Tensor|None, dev):
+        if am is None: self.n = ids.numel(); return
+        self.shape, self.n = tuple(am.shape), int(am.sum())
+        self.idx = None if self.n == am.numel() else am.reshape(-1).bool().nonzero().squeeze(1).to(dev)
+
+class _LayerStats:
+    "The running reductions of one FFN's inputs to its down projection (as Wanda's `add_batch`): Σh² and, with `moments`, mean and M2."
+    def __init__(self, layer:int, width:int, dev, moments:bool):
+        z = lambda: torch.zeros(width, dtype=torch.float32, device=dev)
+        self.layer, self.sumsq, self.mean, self.m2, self.fired = layer, z(), (z() if moments else None), (z() if moments else None), 0
+    def add(self, h:torch.Tensor, batch:_Batch, seen:int):
+        "Add the activations `h` (batch × positions × width) of `batch`'s real tokens, after `seen` tokens so far."
+        if batch.shape is not None and tuple(h.shape[:-1]) != batch.shape:
+            raise LOPError(f"layer {self.layer}: FFN input of shape {tuple(h.shape)} does not match the attention mask {batch.shape}",
+                           "pass batches whose input_ids are already expanded (image tokens included), as the model's processor returns them")
+        h = h.reshape(-1, h.shape[-1])
+        if batch.idx is not None: h = h.index_select(0, batch.idx)   # the real tokens only
+        # one pass over the activations, accumulated in float32 whatever the model's dtype
+        self.sumsq.add_(torch.linalg.vector_norm(h, 2, dim=0, dtype=torch.float32).square_())
+        if self.mean is not None and batch.n:   # Chan et al.'s parallel update of the mean and the sum of squared deviations
+            nb, na = batch.n, seen
+            mb = h.sum(0, dtype=torch.float32) / nb
+            d = mb - self.mean
+            self.m2.add_((h.float() - mb).pow_(2).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
+            self.mean.add_(d * (nb / (na + nb)))
+        self.fired += 1
+
 @torch.no_grad()
 def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=True) -> ActivationStats:
     "Stream `batches` (dicts of model inputs) through `model`, reducing every FFN's activations to float32 statistics."
     ffns, dev = find_ffns(model), input_device(model)
-    W = [f.width for f in ffns]
-    z = lambda: [torch.zeros(w, dtype=torch.float32, device=dev) for w in W]
-    sumsq, mean, m2 = z(), (z() if moments else None), (z() if moments else None)
-    state = dict(shape=None, idx=None, nb=0, n=0, fired=[0] * len(ffns))
-
-    def hook(i):
-        def fn(mod, args):
-            h, shape, idx, nb, na = args[0], state["shape"], state["idx"], state["nb"], state["n"]
-            if shape is not None and tuple(h.shape[:-1]) != shape:
-                raise LOPError(f"layer {i}: FFN input of shape {tuple(h.shape)} does not match the "
-                      f"attention mask {shape}", "pass batches whose input_ids are already expanded "
-                      "(image tokens included), as the model's processor returns them")
-            h = h.reshape(-1, h.shape[-1])
-            if idx is not None: h = h.index_select(0, idx)   # the real tokens only
-            # one pass over the activations, accumulated in float32 whatever the model's dtype
-            sumsq[i].add_(torch.linalg.vector_norm(h, 2, dim=0, dtype=torch.float32).square_())
-            if moments and nb:
-                mb = h.sum(0, dtype=torch.float32) / nb
-                d = mb - mean[i]
-                m2[i].add_((h.float() - mb).pow_(2).sum(0)).add_(d.pow(2) * (na * nb / (na + nb)))
-                mean[i].add_(d * (nb / (na + nb)))
-            state["fired"][i] += 1
-        return fn
-
-    handles = [f.down.register_forward_pre_hook(hook(i)) for i, f in enumerate(ffns)]
+    layers = [_LayerStats(i, f.width, dev, moments) for i, f in enumerate(ffns)]
+    now = dict(batch=None, seen=0)   # the batch in flight and the real tokens before it, for the hooks
+    hook = lambda st: (lambda mod, args: st.add(args[0], now["batch"], now["seen"]))
+    handles = [f.down.register_forward_pre_hook(hook(st)) for f, st in zip(ffns, layers)]
     digest, n_batches = [], 0
     was_training = model.training
     model.eval()
@@ -66,24 +76,21 @@ def collect_stats(model:nn.Module, batches, moments:bool=False, progress:bool=Tr
             # the positions of real tokens are found on the host, before the batch goes to the device: no round trip
             ids, am = b["input_ids"].cpu(), (b["attention_mask"].cpu() if b.get("attention_mask") is not None else None)
             digest += _batch_digest(b, ids, am); n_batches += 1
-            if am is not None:
-                state["shape"], state["nb"] = tuple(am.shape), int(am.sum())
-                state["idx"] = None if state["nb"] == am.numel() else am.reshape(-1).bool().nonzero().squeeze(1).to(dev)
-            else: state["shape"], state["idx"], state["nb"] = None, None, ids.numel()
+            now["batch"] = _Batch(ids, am, dev)
             model(**to_device(b, dev))
-            check(all(k == n_batches for k in state["fired"]), "some FFN layers were not run on every batch", "this model is not supported")
-            state["n"] += state["nb"]
+            check(all(st.fired == n_batches for st in layers), "some FFN layers were not run on every batch", "this model is not supported")
+            now["seen"] += now["batch"].n
     finally:
         for h in handles: h.remove()
         model.train(was_training)
-    check(state["n"] > 0, "the calibration set is empty (no unpadded token)", "pass at least one batch with real tokens")
+    n = now["seen"]
+    check(n > 0, "the calibration set is empty (no unpadded token)", "pass at least one batch with real tokens")
     meta = dict(model=model_fingerprint(model), model_class=type(model).__name__, calibration=fingerprint(*digest),
-                tokens=state["n"], batches=n_batches, widths=W)
-    return ActivationStats(state["n"], sumsq, mean, m2, meta)
+                tokens=n, batches=n_batches, widths=[f.width for f in ffns])
+    return ActivationStats(n, [st.sumsq for st in layers], [st.mean for st in layers] if moments else None,
+                           [st.m2 for st in layers] if moments else None, meta)
 
 # %% ../nbs/03_importance.ipynb 7
-METRICS = ("l2", "magnitude", "wanda", "flap")
-
 @dataclass
 class Importance:
     "Neuron scores of one metric: `scores[i]` has one float32 score per FFN neuron of layer `i`."
@@ -94,33 +101,39 @@ class Importance:
     def __len__(self): return len(self.scores)
     def __repr__(self): return f"Importance({self.metric}, layers={len(self)}, widths={sorted(set(self.widths))}, calibration tokens={self.meta.get('tokens')})"
 
-def _weights_score(f:FFN, metric:str) -> torch.Tensor:
-    g, u, d = (x.weight.detach().float() for x in (f.gate, f.up, f.down))
-    if metric == "magnitude": return (g.pow(2).sum(1) + u.pow(2).sum(1) + d.pow(2).sum(0)).sqrt()
-    if metric == "wanda": return d.abs().sum(0)
-    if metric == "flap": return d.pow(2).sum(0)
+class Metric(NamedTuple):
+    "An importance metric: the calibration statistics it `needs` (None, `sumsq` or `moments`) and the `score` of layer `i`'s neurons."
+    needs:str|None
+    score:Callable   # (ffn, stats, i) -> one float32 score per neuron
+
+_w = lambda x: x.weight.detach().float()
+METRICS = dict(   # the paper's L2 norm of the activations (eq. 25), and the baselines' scores
+    l2=Metric("sumsq", lambda f, st, i: st.sumsq[i].sqrt()),
+    magnitude=Metric(None, lambda f, st, i: (_w(f.gate).pow(2).sum(1) + _w(f.up).pow(2).sum(1) + _w(f.down).pow(2).sum(0)).sqrt()),
+    wanda=Metric("sumsq", lambda f, st, i: st.sumsq[i].sqrt() * _w(f.down).abs().sum(0).to(st.sumsq[i].device)),
+    flap=Metric("moments", lambda f, st, i: st.m2[i] / max(st.count - 1, 1) * _w(f.down).pow(2).sum(0).to(st.m2[i].device)))
+
+def _metric(metric:str) -> Metric:
+    check(metric in METRICS, f"unknown importance metric {metric!r}", f"use one of {tuple(METRICS)}")
+    return METRICS[metric]
 
 def importance_from_stats(model:nn.Module, stats:ActivationStats|None, metric:str="l2") -> Importance:
     "Scores of `metric` for every FFN neuron of `model`, from calibration `stats` (not needed for `magnitude`)."
-    check(metric in METRICS, f"unknown importance metric {metric!r}", f"use one of {METRICS}")
-    ffns = find_ffns(model)
-    if metric == "magnitude":
-        return Importance([_weights_score(f, metric) for f in ffns], metric,
+    m, ffns = _metric(metric), find_ffns(model)
+    if m.needs is None:
+        return Importance([m.score(f, None, i) for i, f in enumerate(ffns)], metric,
                           meta=dict(model=model_fingerprint(model), model_class=type(model).__name__, widths=[f.width for f in ffns]))
     check(stats is not None, f"the {metric!r} metric needs calibration data", "pass calibration batches")
     check(stats.meta.get("model") == model_fingerprint(model), "these activation statistics were collected on another model",
           "collect them again on this model")
-    if metric == "l2": scores = [s.sqrt() for s in stats.sumsq]
-    elif metric == "wanda": scores = [s.sqrt() * _weights_score(f, metric).to(s.device) for s, f in zip(stats.sumsq, ffns)]
-    else:
-        check(stats.mean is not None, "FLAP needs activation means and variances", "collect with moments=True")
-        scores = [m2 / max(stats.count - 1, 1) * _weights_score(f, metric).to(m2.device) for m2, f in zip(stats.m2, ffns)]
-    return Importance(scores, metric, mean=stats.mean if metric == "flap" else None, meta=dict(stats.meta, metric=metric))
+    check(m.needs != "moments" or stats.mean is not None, f"the {metric!r} metric needs activation means and variances", "collect with moments=True")
+    return Importance([m.score(f, stats, i) for i, f in enumerate(ffns)], metric, mean=stats.mean if m.needs == "moments" else None,
+                      meta=dict(stats.meta, metric=metric))
 
 def collect_importance(model:nn.Module, batches=None, metric:str="l2", progress:bool=True) -> Importance:
     "Score every FFN neuron of `model` with `metric` over the calibration `batches` (`magnitude` needs none)."
-    check(metric in METRICS, f"unknown importance metric {metric!r}", f"use one of {METRICS}")
-    stats = None if metric == "magnitude" else collect_stats(model, batches, moments=metric == "flap", progress=progress)
+    m = _metric(metric)
+    stats = None if m.needs is None else collect_stats(model, batches, moments=m.needs == "moments", progress=progress)
     return importance_from_stats(model, stats, metric)
 
 # %% ../nbs/03_importance.ipynb 15
