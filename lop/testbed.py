@@ -205,9 +205,11 @@ def answer_loss(logits, labels) -> torch.Tensor:
     return ((tok * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
 # %% ../nbs/08_testbed.ipynb 17
-def _lr(step, steps, warmup, lr):
-    if step < warmup: return lr * (step + 1) / warmup
-    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+def _lr(step:int, r, grown:list) -> float:
+    "The learning rate at `step` of recipe `r`: a linear warm-up, then a cosine decay to 0; warmed up again after the last growth in `grown`."
+    if step < r.warmup: rate = r.lr * (step + 1) / r.warmup
+    else: rate = r.lr * 0.5 * (1 + math.cos(math.pi * (step - r.warmup) / max(1, r.steps - r.warmup)))
+    return rate * (min(1.0, (step - max(grown) + 1) / r.warmup) if grown else 1.0)
 
 READING = dict(caption=3.0, lookup=1.0)
 
@@ -295,7 +297,7 @@ def train_testbed(out, recipe:TestbedRecipe|None=None, checkpoint_every:int=250,
     grows = r.grow_step is not None and r.layers != r.start_layers
     layers0, stages = (r.start_layers, {r.grow_step: r.layers}) if grows else (r.layers, {})
     reading = _reading_stages(r.reading_steps, r.reading_mixture)
-    steps, lr, warmup, seed = r.steps, r.lr, r.warmup, r.seed
+    steps, seed = r.steps, r.seed
     ck, start, hist, cfg = out/"checkpoint.pt", 0, [], asdict(r)
     state = None
     if ck.exists():
@@ -304,7 +306,7 @@ def train_testbed(out, recipe:TestbedRecipe|None=None, checkpoint_every:int=250,
         check(TestbedRecipe.from_settings(state["config"]) == r, f"{ck} belongs to a run with another recipe", f"use the same recipe or delete {ck}")
         start, hist = state["step"], state["history"]
     model = build_model(proc, seed=seed, layers=_depth(start - 1, layers0, stages) if start else layers0, **kw)   # the checkpoint's depth
-    new_opt = lambda: torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    new_opt = lambda: torch.optim.AdamW(model.parameters(), lr=r.lr, betas=(0.9, 0.98), weight_decay=0.01)
     opt = new_opt()
     if state is not None: model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
     model.train()
@@ -319,8 +321,7 @@ def train_testbed(out, recipe:TestbedRecipe|None=None, checkpoint_every:int=250,
         else:
             batches = [training_items(rng, r.batch_size, _mixture_at(step - r.text_steps, reading, r.mixture), r.paired)]
             if r.text_every: batches.append(text_items(rng, r.text_every, r.text_sum))             # keep rehearsing the names
-        grown = [s for s in stages if 0 < s <= step]   # re-warm-up after the last growth only
-        for g in opt.param_groups: g["lr"] = _lr(step, steps, warmup, lr) * (min(1.0, (step - max(grown) + 1) / warmup) if grown else 1.0)
+        for g in opt.param_groups: g["lr"] = _lr(step, r, [s for s in stages if 0 < s <= step])
         opt.zero_grad(set_to_none=True)
         losses = []
         for items in batches:
