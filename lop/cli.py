@@ -133,13 +133,17 @@ def cmd_search(a):
     write_json_atomic(Path(a.out).with_suffix(".trace.json"), dict(vars(res), provenance=provenance(model=a.model)))
     print(f"best reward {res.reward:.2f} after {res.evaluations} evaluations ({res.seconds:.1f}s) → {a.out}")
 
-def cmd_dataset(a):
-    from lop.dataset import generate_dataset, target_grid
-    from lop.evaluate import ratio_reward
+def _make_reward(a):
+    "The search's reward from a command's arguments `a`, its model loaded here: `partial(_make_reward, a)` pickles, so each Ray worker builds its own."
     m, proc = _load(a.model, a.device)
-    imp = load_importance(a.scores, model=m)
-    recs = generate_dataset(a.out, _reward(m, proc, imp, a), len(imp), target_grid(a.lo, a.hi, a.step), seed=a.seed,
-                            model_fingerprint=model_fingerprint(m), search=a.search, **_search_kw(a))
+    return _reward(m, proc, load_importance(a.scores, model=m), a)
+
+def cmd_dataset(a):
+    from functools import partial
+    from lop.dataset import generate_dataset, target_grid
+    imp = load_importance(a.scores)   # the layers and the model's fingerprint; the model is loaded where the reward is built
+    recs = generate_dataset(a.out, None, len(imp), target_grid(a.lo, a.hi, a.step), seed=a.seed, model_fingerprint=imp.meta.get("model", ""),
+                            search=a.search, workers=a.workers, address=a.address, make_reward=partial(_make_reward, a), **_search_kw(a))
     print(f"{len(recs)} records in {a.out}")
 
 def cmd_train(a):
@@ -200,6 +204,8 @@ def _parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--lo", type=ratio_arg, default=0.05); s.add_argument("--hi", type=ratio_arg, default=0.60)
             s.add_argument("--step", type=float, default=0.025)
+            s.add_argument("--workers", type=int, default=1, help="Ray workers, each with its own copy of the model (1: this process, no Ray)")
+            s.add_argument("--address", default=None, help="with --workers: a Ray cluster to join (auto, or ray://host:port); default: a local Ray")
     s = add("train", cmd_train, "train a predictor on a search dataset", model=False)
     s.add_argument("--dataset", required=True); s.add_argument("--out", required=True)
     s.add_argument("--kind", default="ar_transformer"); s.add_argument("--epochs", type=int, default=64)

@@ -12,7 +12,8 @@ from .mcts import mcts_search
 from .evo import evo_search
 
 # %% auto 0
-__all__ = ['SEARCHES', 'target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'dataset_settings', 'generate_dataset']
+__all__ = ['SEARCHES', 'target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'dataset_settings', 'search_target',
+           'InProcess', 'generate_dataset']
 
 # %% ../nbs/16_dataset.ipynb 5
 def target_grid(lo:float=0.05, hi:float=0.60, step:float=0.025) -> list[float]:
@@ -51,10 +52,32 @@ def dataset_settings(seed:int, model_fingerprint:str, n_layers:int, **mcts_kw) -
 
 SEARCHES = dict(mcts=mcts_search, evo=evo_search)
 
+def search_target(reward_fn, n_layers:int, target:float, seed:int=0, search:str="mcts", **search_kw) -> dict:
+    "The search at `target` of a dataset made with `seed`: its record's search fields (target, ratios, reward, evaluations, simulations, seconds)."
+    t0 = time.perf_counter()
+    res = SEARCHES[search](reward_fn, n_layers, target, seed=target_seed(seed, target), progress=False, **search_kw)
+    return dict(target=target, ratios=res.ratios, reward=res.reward, evaluations=res.evaluations, simulations=res.simulations,
+                seconds=round(time.perf_counter() - t0, 3))
+
+class InProcess:
+    "The searches of a dataset one after another in this process, rewarded by `reward_fn` (`lop.scale.RayWorkers`: on many workers)."
+    def __init__(self, reward_fn): self.reward = reward_fn
+    def __enter__(self): return self
+    def __exit__(self, *exc): pass
+    def search(self, n_layers:int, targets, seed:int=0, search:str="mcts", **search_kw):
+        "The searches at `targets`, each result as it is found."
+        return (search_target(self.reward, n_layers, t, seed, search, **search_kw) for t in targets)
+
 def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, model_fingerprint:str="", dense_reward=None,
-                     progress:bool=True, search:str="mcts", **search_kw) -> list[dict]:
-    "The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable; returns all records of `path`."
+                     progress:bool=True, search:str="mcts", workers:int=1, address:str|None=None, make_reward=None, **search_kw) -> list[dict]:
+    "The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, on `workers` Ray workers when > 1; returns all records of `path`."
     check(search in SEARCHES, f"unknown search {search!r}", f"use one of {tuple(SEARCHES)}")
+    check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use an integer ≥ 1")
+    check(reward_fn is not None or make_reward is not None, "no reward: reward_fn and make_reward are both None",
+          "pass reward_fn (ratios → score) or make_reward (a function that builds it)")
+    check(workers == 1 or make_reward is not None, f"workers={workers} needs make_reward, which builds the reward in each worker",
+          "pass make_reward=, a picklable function that loads the model and returns the reward (a module-level function, a "
+          "functools.partial, or a function defined in a script or notebook); for a reward that pickles cheaply: make_reward=lambda: reward_fn")
     targets = target_grid() if targets is None else [round(float(t), 6) for t in targets]
     kw = dict(search_kw) if search == "mcts" else dict(search_kw, search=search)   # MCTS datasets keep their fingerprint
     settings = dataset_settings(seed, model_fingerprint, n_layers, **kw)
@@ -64,13 +87,16 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
           "write to another file, or delete this one to regenerate it")
     done = {r["target"] for r in recs}
     todo = [t for t in targets if t not in done]
-    if dense_reward is None and todo: dense_reward = float(reward_fn([0.0] * n_layers))
-    for t in tqdm(todo, desc="dataset", disable=not progress):
-        t0 = time.perf_counter()
-        res = SEARCHES[search](reward_fn, n_layers, t, seed=target_seed(seed, t), progress=False, **search_kw)
-        recs.append(dict(target=t, ratios=res.ratios, reward=res.reward, dense_reward=dense_reward, evaluations=res.evaluations,
-                         simulations=res.simulations, seconds=round(time.perf_counter() - t0, 3), seed=seed,
-                         lo=search_kw.get("lo", RATIO_BOUNDS[0]), hi=search_kw.get("hi", RATIO_BOUNDS[1]), search=search,
-                         model=model_fingerprint, settings=settings))
-        write_dataset(path, recs)
+    if not todo: return recs
+    if workers == 1: pool = InProcess(reward_fn if reward_fn is not None else make_reward())
+    else:
+        from lop.scale import RayWorkers   # Ray is imported only here
+        pool = RayWorkers(make_reward, workers, address)
+    with pool:
+        if dense_reward is None: dense_reward = float(pool.reward([0.0] * n_layers))
+        for f in tqdm(pool.search(n_layers, todo, seed, search, **search_kw), total=len(todo), desc="dataset", disable=not progress):
+            recs.append(dict(target=f["target"], ratios=f["ratios"], reward=f["reward"], dense_reward=dense_reward, evaluations=f["evaluations"],
+                             simulations=f["simulations"], seconds=f["seconds"], seed=seed, lo=search_kw.get("lo", RATIO_BOUNDS[0]),
+                             hi=search_kw.get("hi", RATIO_BOUNDS[1]), search=search, model=model_fingerprint, settings=settings))
+            write_dataset(path, recs)   # as each result arrives, atomically; sorted by target, whatever the order of arrival
     return read_dataset(path)
