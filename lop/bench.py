@@ -279,7 +279,8 @@ def bench_real(name:str="smollm2-135m", target:float=0.3, quick:bool=False) -> d
     return dict(model=name, description=run.description, target=target, mcts_evaluations=kw["evaluations"], mcts_s=mcts_s,
                 evo_s=evo_s, evo_over_lop=evo_s / lop_warm, evo_over_mcts=evo_s / mcts_s,
                 flap_s=flap_s, lop_warm_s=lop_warm, lop_cold_s=lop_warm + cold, mcts_over_lop=mcts_s / lop_warm, flap_over_lop=flap_s / lop_warm,
-                mcts_over_lop_cold=mcts_s / (lop_warm + cold), flap_over_lop_cold=flap_s / (lop_warm + cold))
+                mcts_over_lop_cold=mcts_s / (lop_warm + cold), flap_over_lop_cold=flap_s / (lop_warm + cold),
+                provenance=provenance(quick=quick))   # its own run: the commit and threads of these rows, not the CPU suite's
 
 def run_real(out="results", models=("smollm2-135m",), quick=False) -> dict:
     "Only the real-model rows (`bench_real`), written into the CPU entry of `out/bench.json` and `bench.md`."
@@ -337,4 +338,6 @@ def bench_markdown(res:dict) -> str:
                   *([f"| {at}: evolutionary search (same budget, {r['evo_s']:.0f} s) ÷ LOP / ÷ MCTS | {r['evo_over_lop']:,.0f} / {r['evo_over_mcts']:.2f} | | |"]
                     if "evo_s" in r else []),
                   f"| {at}: MCTS ÷ LOP / FLAP ÷ LOP, cold (LOP's L2 pass not cached) | {r['mcts_over_lop_cold']:.3g} / {r['flap_over_lop_cold']:.3g} | | |"]
+    runs = [r["provenance"] for r in res.get("real", []) if "provenance" in r]
+    if runs: lines += ["", "Real-model rows: " + "; ".join(f"{p['device']}, {p['time'][:10]} (commit {_short(p['commit'])})" for p in runs)]
     return "\n".join(lines) + "\n"
