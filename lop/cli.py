@@ -86,17 +86,13 @@ def cmd_importance(a):
     imp = collect_importance(m, batches, a.metric)
     save_importance(imp, a.out); print(f"{imp} → {a.out}")
 
-def _evaluator(m, proc, split, n, seed=0):
-    from lop.evaluate import split_evaluator
-    return split_evaluator(m, proc, split, n, seed)
-
 def _reward(m, proc, imp, a):
     "The search's reward: −KL to the dense model on validation windows (text models), or the SynthVQA validation average."
     if _is_text(proc):
         from lop.texteval import TextEvaluator, kl_reward
         return kl_reward(TextEvaluator(m, proc, _text(proc, a, validation=a.n).validation, reference=True, progress=False), imp)
-    from lop.evaluate import ratio_reward
-    return ratio_reward(_evaluator(m, proc, "val", a.n, a.seed), imp)
+    from lop.evaluate import ratio_reward, split_evaluator
+    return ratio_reward(split_evaluator(m, proc, "val", a.n, a.seed), imp)
 
 def _eval_text(m, tok, a):
     from lop.texteval import TextEvaluator, perplexity_interval
@@ -115,7 +111,8 @@ def cmd_eval(a):
     if a.predictor or (a.target is not None and a.scores is None and a.plan is None): prune_to(m, a.target, a.predictor, a.scores)
     else: apply_pruning(m, a.plan, a.target, a.scores)
     if _is_text(proc): return _eval_text(m, proc, a)
-    res = _evaluator(m, proc, a.split, a.n, a.seed).evaluate()
+    from lop.evaluate import split_evaluator
+    res = split_evaluator(m, proc, a.split, a.n, a.seed).evaluate()
     out = dict({k: v for k, v in res.items() if k not in ("details", "predictions")}, provenance=provenance(model=a.model, split=a.split, n=a.n))
     print(json.dumps({k: round(v, 2) for k, v in res.items() if isinstance(v, float)}))
     if a.out: write_json_atomic(a.out, dict(out, details=res["details"], predictions=res.get("predictions")))
