@@ -82,8 +82,13 @@ def job(name:str, folder:Path, auto:str, inputs:dict, **kw) -> dict:
     return dict(dir=str(folder), auto=auto, **{"in": str(folder.parent/f"{name}.in.pt")}, out=str(folder.parent/f"{name}.out.pt"), **kw)
 
 def expected(m, x:dict, gen:dict|None=None, new_tokens:int=4) -> dict:
-    with torch.no_grad():
-        return dict(logits=m(**x).logits, tokens=None if gen is None else m.generate(**gen, max_new_tokens=new_tokens, do_sample=False))
+    "What `m` computes, on one thread as the fresh interpreter does (two threads sum in another order: last-bit changes)."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return dict(logits=m(**x).logits, tokens=None if gen is None else m.generate(**gen, max_new_tokens=new_tokens, do_sample=False))
+    finally: torch.set_num_threads(threads)
 
 def widened(folder:Path, to:Path, layer:int=1, width:int=40) -> Path:
     "A copy of `folder` whose config gives `layer` a width its weights do not have."
