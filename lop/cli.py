@@ -164,7 +164,7 @@ def cmd_bench(a):
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
-    for name, what in reproduce(a.mode, a.model, a.seed, a.force, a.only or NOTEBOOKS).items(): print(f"{name}: {what}")
+    for name, what in reproduce(a.mode, a.model, a.seed, a.force, a.only or NOTEBOOKS, workers=a.workers).items(): print(f"{name}: {what}")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lop", description="Learning Optimal Pruning: on-demand FFN pruning of multimodal LLMs.")
@@ -212,6 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     for m_ in ("quick", "full", "smoke"): g.add_argument(f"--{m_}", dest="mode", action="store_const", const=m_)
     s.set_defaults(mode="quick"); s.add_argument("--force", action="store_true", help="rerun notebooks whose inputs did not change")
     s.add_argument("--only", nargs="*", help="run only these notebooks")
+    s.add_argument("--workers", type=int, default=1, help="Ray workers for the notebooks' searches (1: no Ray)")
     s = add("bench", cmd_bench, "the performance suite (ratios measured side by side); writes results/bench.json and bench.md", model=False)
     s.add_argument("--out", default="results"); s.add_argument("--device", default=None); s.add_argument("--quick", action="store_true")
     s.add_argument("--shape", default="3b", choices=["3b", "7b"]); s.add_argument("--layers", type=int, default=None)

@@ -5,6 +5,7 @@
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
 import json, os, shutil, time
+from functools import partial
 from dataclasses import dataclass, asdict
 from unittest.mock import patch
 from pathlib import Path
@@ -16,8 +17,8 @@ from .dataset import generate_dataset, target_grid, read_dataset
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'Budget', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params', 'Context',
-           'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'SEARCHING', 'Budget', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params',
+           'Context', 'context_reward', 'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
 @dataclass(frozen=True)
@@ -64,13 +65,15 @@ def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
     save_importance(imp, path)
     return imp
 
-def get_dataset(model, evaluator, scores, path, b:Budget, seed:int=0, teacher:str="mcts", targets=None) -> list[dict]:
+def get_dataset(model, evaluator, scores, path, b:Budget, seed:int=0, teacher:str="mcts", targets=None, workers:int=1, make_reward=None) -> list[dict]:
     """The `teacher` search's dataset (mcts: the paper's; evo: `lop.evo` with the same number of evaluations) over the
-    mode's target grid or `targets` (resumable), rewarded by `evaluator`'s average."""
+    mode's target grid or `targets` (resumable), rewarded by `evaluator`'s average; on `workers` Ray workers that each
+    build the same reward with `make_reward()` when > 1 (`lop.scale`)."""
     from lop.evaluate import ratio_reward
     kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
     return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), targets or target_grid(*b.grid), seed=seed,
-                            model_fingerprint=model_fingerprint(model), evaluations=b.evaluations, **kw)
+                            model_fingerprint=model_fingerprint(model), evaluations=b.evaluations, workers=workers,
+                            make_reward=make_reward, **kw)
 
 def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
@@ -99,11 +102,13 @@ class Context:
     """What an experiment notebook works with, built lazily from (model, mode, seed, work_dir). With `shipped`, the
     shipped testbed's search dataset and predictor start the work folder when a full-mode run made them with these
     budgets, seed and model (the search notebook, which makes them, passes `shipped=False`)."""
-    def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True):
+    def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True, workers:int=1):
         from lop.load import load_model
-        check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)))
+        check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)), workers=(workers, int))
+        check(workers >= 1, f"workers={workers} is not a number of workers", "use 1 (this process) or more (Ray workers)")
         seed_everything(seed)
         self.budget, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"
+        self.name, self.workers = model, workers
         self.work.mkdir(parents=True, exist_ok=True)
         self.model, self.processor = load_model(model, device="cpu")
         self._cache = {}
@@ -149,11 +154,19 @@ class Context:
                                                                 self.budget.calibration, self.seed))
     @property
     def l2(self): return self.scores("l2")
+    def _search(self, path, teacher:str, targets=None) -> list:
+        "`get_dataset` at `path` with this context's model, validation reward and L2 scores, on its workers."
+        scale = {} if self.workers == 1 else dict(workers=self.workers, make_reward=partial(context_reward, self.name, self.budget.mode,
+                                                                                            self.seed, str(self.work)))
+        return get_dataset(self.model, self.val, self.l2, path, self.budget, self.seed, teacher, targets, **scale)
     def teacher_records(self, teacher:str="mcts") -> list:
         "The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo: `dataset_evo.jsonl`)."
         name = "dataset.jsonl" if teacher == "mcts" else f"dataset_{teacher}.jsonl"
-        return self._get(("records", teacher), lambda: get_dataset(self.model, self.val, self.l2, self._work_file(name, name if teacher == "mcts" else None),
-                                                                  self.budget, self.seed, teacher))
+        return self._get(("records", teacher), lambda: self._search(self._work_file(name, name if teacher == "mcts" else None), teacher))
+    def heldout_records(self, teacher:str="mcts") -> list:
+        "The `teacher` search at the mode's held-out targets (between the grid's points), as a dataset of its own (`heldout.jsonl`)."
+        tail = "" if teacher == "mcts" else f"_{teacher}"
+        return self._get(("heldout", teacher), lambda: self._search(self.work/f"heldout{tail}.jsonl", teacher, self.budget.heldout))
     @property
     def records(self): return self.teacher_records("mcts")
     def predictor(self, kind="ar_transformer", teacher:str="mcts"):
@@ -165,6 +178,12 @@ class Context:
     @property
     def ar(self): return self.predictor("ar_transformer")
 
+def context_reward(model:str, mode:str, seed:int, work_dir:str):
+    "The validation reward of `Context(model, mode, seed, work_dir)` (its L2 scores already in `work_dir`): what each Ray worker builds."
+    from lop.evaluate import ratio_reward
+    ctx = Context(model, mode, seed, work_dir, shipped=False)
+    return ratio_reward(ctx.val, ctx.l2)
+
 # %% ../nbs/19_reproduce.ipynb 19
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers")
 
@@ -172,10 +191,14 @@ def _nbs_dir() -> Path:
     import lop
     return Path(lop.__file__).resolve().parent.parent/"nbs"/"experiments"
 
-def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=False, notebooks=NOTEBOOKS, root=".", progress=True) -> dict:
-    "Run the experiment notebooks of `mode`; returns {notebook: 'ran' | 'skipped'}."
+SEARCHING = ("search", "table1", "table3")   # the notebooks that run searches: they take `workers`
+
+def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=False, notebooks=NOTEBOOKS, root=".", progress=True,
+              workers:int=1) -> dict:
+    "Run the experiment notebooks of `mode` (their searches on `workers` Ray workers when > 1); returns {notebook: 'ran' | 'skipped'}."
     import papermill as pm
     budget(mode); root = Path(root).resolve()
+    check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use 1 (no Ray) or more")
     base = root if mode == "full" else root/"runs"/mode
     dirs = dict(results_dir=base/"results", figures_dir=base/"figures", work_dir=root/"runs"/mode/"work")
     executed = dirs["results_dir"]/"executed"
@@ -197,7 +220,8 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
             params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
             if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts
             if name == "real_models": params["ship"] = mode == "full"
-            stamp = fingerprint((src/f"{name}.ipynb").read_bytes(), params)
+            stamp = fingerprint((src/f"{name}.ipynb").read_bytes(), params)   # the number of workers does not change what a notebook computes
+            if name in SEARCHING: params["workers"] = workers
             if not force and stamps.get(name) == stamp and (executed/f"{name}.ipynb").is_file():
                 out[name] = "skipped"; continue
             t0 = time.perf_counter()

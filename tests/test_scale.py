@@ -122,3 +122,12 @@ def test_no_cluster_at_the_address_is_an_lop_error(tmp_path, no_ray_left):
         pytest.skip("a Ray cluster runs here")
     with pytest.raises(LOPError, match="no Ray cluster"):
         generate_dataset(tmp_path/"d.jsonl", None, 8, make_reward=Quadratic(), workers=2, address="auto", **BUDGET)
+
+def test_the_reproductions_searches_on_two_workers(tmp_path, ray_session):
+    "A notebook's context with workers=2 (`lop reproduce --workers 2`): both teachers' datasets and the held-out searches as serially."
+    from lop.reproduce import Context
+    one, two = Context("testbed", "smoke", 0, tmp_path/"one"), Context("testbed", "smoke", 0, tmp_path/"two", workers=2)
+    for get in (lambda c: c.teacher_records("mcts"), lambda c: c.teacher_records("evo"), lambda c: c.heldout_records()):
+        assert strip(get(two)) == strip(get(one))
+    assert [r["target"] for r in two.heldout_records()] == list(two.budget.heldout) and (tmp_path/"two"/"heldout.jsonl").is_file()
+    with pytest.raises(LOPError, match="workers=0 is not a number of workers"): Context("testbed", "smoke", 0, tmp_path/"x", workers=0)
