@@ -159,16 +159,18 @@ class Context:
         scale = {} if self.workers == 1 else dict(workers=self.workers, make_reward=partial(context_reward, self.name, self.budget.mode,
                                                                                             self.seed, str(self.work)))
         return get_dataset(self.model, self.val, self.l2, path, self.budget, self.seed, teacher, targets, **scale)
-    def teacher_records(self, teacher:str="mcts") -> list:
-        "The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo: `dataset_evo.jsonl`)."
-        name = "dataset.jsonl" if teacher == "mcts" else f"dataset_{teacher}.jsonl"
-        return self._get(("records", teacher), lambda: self._search(self._work_file(name, name if teacher == "mcts" else None), teacher))
-    def heldout_records(self, teacher:str="mcts") -> list:
-        "The `teacher` search at the mode's held-out targets (between the grid's points), as a dataset of its own (`heldout.jsonl`)."
-        tail = "" if teacher == "mcts" else f"_{teacher}"
-        return self._get(("heldout", teacher), lambda: self._search(self.work/f"heldout{tail}.jsonl", teacher, self.budget.heldout))
+    def teacher_records(self, teacher:str="mcts", heldout:bool=False) -> list:
+        """The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo:
+        `dataset_evo.jsonl`), or at the mode's held-out targets between the grid's points (`heldout.jsonl`, `heldout_evo.jsonl`)."""
+        name = ("heldout" if heldout else "dataset") + ("" if teacher == "mcts" else f"_{teacher}") + ".jsonl"
+        path = self.work/name if heldout else self._work_file(name, name if teacher == "mcts" else None)
+        return self._get(("records", teacher, heldout), lambda: self._search(path, teacher, self.budget.heldout if heldout else None))
     @property
     def records(self): return self.teacher_records("mcts")
+    @property
+    def heldout_records(self):
+        "MCTS with the dataset's budget at the held-out targets, for comparison with LOP (Table 3)."
+        return self.teacher_records("mcts", heldout=True)
     def predictor(self, kind="ar_transformer", teacher:str="mcts"):
         "The predictor of `kind` trained on `teacher`'s dataset (the shipped one for the AR-Transformer on MCTS's)."
         tail = "" if teacher == "mcts" else f"_{teacher}"

@@ -106,7 +106,7 @@ def _timed(fn) -> float:
     t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
 
 def bench_scale(out="results", workers:int=2, grid=(0.1, 0.4, 0.1), mode:str="quick", repeat:int=1, progress:bool=True) -> dict:
-    "Wall time of `lop dataset` on the testbed serially ÷ on `workers` Ray workers (same dataset?), and Ray's start-up cost; writes `out/scale.json`."
+    "Wall time of `lop dataset` on the testbed serially ÷ on `workers` Ray workers (same dataset?), and Ray's start-up cost; writes `out/scale_{mode}.json`."
     import statistics, tempfile, torch
     from lop.cli import main
     from lop.dataset import read_dataset
@@ -140,7 +140,7 @@ def bench_scale(out="results", workers:int=2, grid=(0.1, 0.4, 0.1), mode:str="qu
                targets=[r["target"] for r in recs], repeat=repeat, serial_s=serial, parallel_s=parallel, speedup=s / p, ideal=min(workers, len(recs)),
                same_dataset=all(same), search_s_serial=sum(searches[:repeat]) / repeat, search_s_parallel=sum(searches[repeat:]) / repeat,
                ray_init_s=init_s, ray_pool_s=pool_s, provenance=provenance(mode=mode, ray=ray.__version__))
-    write_json_atomic(Path(out)/"scale.json", res)
+    write_json_atomic(Path(out)/f"scale_{mode}.json", res)
     return res
 
 def _constant():
