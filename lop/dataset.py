@@ -69,8 +69,10 @@ class InProcess:
         return (search_target(self.reward, n_layers, t, seed, search, **search_kw) for t in targets)
 
 def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, model_fingerprint:str="", dense_reward=None,
-                     progress:bool=True, search:str="mcts", workers:int=1, address:str|None=None, make_reward=None, **search_kw) -> list[dict]:
-    "The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, on `workers` Ray workers when > 1; returns all records of `path`."
+                     progress:bool=True, search:str="mcts", workers:int=1, address:str|None=None, make_reward=None, reward:str="",
+                     **search_kw) -> list[dict]:
+    """The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, on `workers` Ray
+    workers when > 1; returns all records of `path`. `reward` names the reward when it is not the default one: part of the settings."""
     check(search in SEARCHES, f"unknown search {search!r}", f"use one of {tuple(SEARCHES)}")
     check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use an integer ≥ 1")
     check(reward_fn is not None or make_reward is not None, "no reward: reward_fn and make_reward are both None",
@@ -80,7 +82,7 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
           "functools.partial, or a function defined in a script or notebook); for a reward that pickles cheaply: make_reward=lambda: reward_fn")
     targets = target_grid() if targets is None else [round(float(t), 6) for t in targets]
     kw = dict(search_kw) if search == "mcts" else dict(search_kw, search=search)   # MCTS datasets keep their fingerprint
-    settings = dataset_settings(seed, model_fingerprint, n_layers, **kw)
+    settings = dataset_settings(seed, model_fingerprint, n_layers, **kw, **(dict(reward=reward) if reward else {}))
     recs = read_dataset(path)
     other = [r for r in recs if r.get("settings") != settings]
     check(not other, f"{path} holds {len(other)} records made with other settings (search budgets, seed or model)",

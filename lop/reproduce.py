@@ -17,8 +17,8 @@ from .dataset import generate_dataset, target_grid, read_dataset
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'SEARCHING', 'Budget', 'budget', 'get_scores', 'get_dataset', 'get_predictor', 'check_params',
-           'Context', 'context_reward', 'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'SEARCHING', 'Budget', 'budget', 'get_scores', 'get_predictor', 'check_params', 'Context',
+           'context_reward', 'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
 @dataclass(frozen=True)
@@ -64,16 +64,6 @@ def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
     imp = collect_importance(model, encode_items(processor, calibration_items(n, seed)), metric)
     save_importance(imp, path)
     return imp
-
-def get_dataset(model, evaluator, scores, path, b:Budget, seed:int=0, teacher:str="mcts", targets=None, workers:int=1, make_reward=None) -> list[dict]:
-    """The `teacher` search's dataset (mcts: the paper's; evo: `lop.evo` with the same number of evaluations) over the
-    mode's target grid or `targets` (resumable), rewarded by `evaluator`'s average; on `workers` Ray workers that each
-    build the same reward with `make_reward()` when > 1 (`lop.scale`)."""
-    from lop.evaluate import ratio_reward
-    kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
-    return generate_dataset(path, ratio_reward(evaluator, scores), len(scores), targets or target_grid(*b.grid), seed=seed,
-                            model_fingerprint=model_fingerprint(model), evaluations=b.evaluations, workers=workers,
-                            make_reward=make_reward, **kw)
 
 def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
     "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
@@ -154,17 +144,31 @@ class Context:
                                                                 self.budget.calibration, self.seed))
     @property
     def l2(self): return self.scores("l2")
-    def _search(self, path, teacher:str, targets=None) -> list:
-        "`get_dataset` at `path` with this context's model, validation reward and L2 scores, on its workers."
-        scale = {} if self.workers == 1 else dict(workers=self.workers, make_reward=partial(context_reward, self.name, self.budget.mode,
-                                                                                            self.seed, str(self.work)))
-        return get_dataset(self.model, self.val, self.l2, path, self.budget, self.seed, teacher, targets, **scale)
+    def reward(self, metric:str="l2", val_units:int|None=None):
+        """A search's reward: the validation average (accuracy) of the configuration pruned by `metric`'s scores, on the
+        mode's validation split or, on the testbed, one of `val_units` units per task (same seed)."""
+        from lop.evaluate import Evaluator, ratio_reward
+        from lop.synthvqa import make_split
+        if val_units is None: return ratio_reward(self.val, self.scores(metric))
+        check(not self.real, "val_units sizes SynthVQA's validation split, which a real model is not scored on", "leave it None")
+        return ratio_reward(Evaluator(self.model, self.processor, make_split("val", val_units, seed=self.seed), progress=False), self.scores(metric))
+    def search(self, path, targets=None, teacher:str="mcts", metric:str="l2", val_units:int|None=None, **search_kw) -> list:
+        """The `teacher` search (mcts: the paper's; evo: `lop.evo`) with the mode's budgets at `targets` (default: the
+        grid), rewarded by `reward(metric, val_units)`: the resumable dataset `path` (a name: in the work folder), its
+        searches on the context's Ray workers when it has several (each builds the same reward with `context_reward`)."""
+        b, spec, path = self.budget, dict(metric=metric, val_units=val_units), self.work/path if isinstance(path, str) else Path(path)
+        n_layers = len(self.scores(metric))   # computed here once, before any worker reads them
+        kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
+        make = partial(self.reward, **spec) if self.workers == 1 else partial(context_reward, self.name, b.mode, self.seed, str(self.work), **spec)
+        name = "" if (metric, val_units) == ("l2", None) else f"accuracy on {val_units or b.val_units} validation units per task, {metric} scores"
+        return generate_dataset(path, None, n_layers, targets or target_grid(*b.grid), seed=self.seed, model_fingerprint=model_fingerprint(self.model),
+                                evaluations=b.evaluations, workers=self.workers, make_reward=make, reward=name, **kw, **search_kw)
     def teacher_records(self, teacher:str="mcts", heldout:bool=False) -> list:
         """The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo:
         `dataset_evo.jsonl`), or at the mode's held-out targets between the grid's points (`heldout.jsonl`, `heldout_evo.jsonl`)."""
         name = ("heldout" if heldout else "dataset") + ("" if teacher == "mcts" else f"_{teacher}") + ".jsonl"
         path = self.work/name if heldout else self._work_file(name, name if teacher == "mcts" else None)
-        return self._get(("records", teacher, heldout), lambda: self._search(path, teacher, self.budget.heldout if heldout else None))
+        return self._get(("records", teacher, heldout), lambda: self.search(path, self.budget.heldout if heldout else None, teacher))
     @property
     def records(self): return self.teacher_records("mcts")
     @property
@@ -180,13 +184,11 @@ class Context:
     @property
     def ar(self): return self.predictor("ar_transformer")
 
-def context_reward(model:str, mode:str, seed:int, work_dir:str):
-    "The validation reward of `Context(model, mode, seed, work_dir)` (its L2 scores already in `work_dir`): what each Ray worker builds."
-    from lop.evaluate import ratio_reward
-    ctx = Context(model, mode, seed, work_dir, shipped=False)
-    return ratio_reward(ctx.val, ctx.l2)
+def context_reward(model:str, mode:str, seed:int, work_dir:str, **spec):
+    "`Context(model, mode, seed, work_dir).reward(**spec)` (its scores already in `work_dir`): what each Ray worker builds."
+    return Context(model, mode, seed, work_dir, shipped=False).reward(**spec)
 
-# %% ../nbs/19_reproduce.ipynb 19
+# %% ../nbs/19_reproduce.ipynb 21
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers")
 
 def _nbs_dir() -> Path:

@@ -127,7 +127,8 @@ def test_the_reproductions_searches_on_two_workers(tmp_path, ray_session):
     "A notebook's context with workers=2 (`lop reproduce --workers 2`): both teachers' datasets and the held-out searches as serially."
     from lop.reproduce import Context
     one, two = Context("testbed", "smoke", 0, tmp_path/"one"), Context("testbed", "smoke", 0, tmp_path/"two", workers=2)
-    for get in (lambda c: c.teacher_records("mcts"), lambda c: c.teacher_records("evo"), lambda c: c.heldout_records):
+    variant = lambda c: c.search("variant.jsonl", [0.2, 0.5], metric="flap", val_units=4, normalize=True)   # as Table 1's
+    for get in (lambda c: c.teacher_records("mcts"), lambda c: c.teacher_records("evo"), lambda c: c.heldout_records, variant):
         assert strip(get(two)) == strip(get(one))
     assert [r["target"] for r in two.heldout_records] == list(two.budget.heldout) and (tmp_path/"two"/"heldout.jsonl").is_file()
     with pytest.raises(LOPError, match="workers=0 is not a number of workers"): Context("testbed", "smoke", 0, tmp_path/"x", workers=0)
