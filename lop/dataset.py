@@ -12,8 +12,8 @@ from .mcts import mcts_search
 from .evo import evo_search
 
 # %% auto 0
-__all__ = ['SEARCHES', 'target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'dataset_settings', 'search_target',
-           'InProcess', 'generate_dataset']
+__all__ = ['SEARCHES', 'target_grid', 'read_dataset', 'write_dataset', 'target_seed', 'dataset_settings', 'check_workers',
+           'search_target', 'InProcess', 'generate_dataset']
 
 # %% ../nbs/16_dataset.ipynb 5
 def target_grid(lo:float=0.05, hi:float=0.60, step:float=0.025) -> list[float]:
@@ -52,6 +52,12 @@ def dataset_settings(seed:int, model_fingerprint:str, n_layers:int, **mcts_kw) -
 
 SEARCHES = dict(mcts=mcts_search, evo=evo_search)
 
+def check_workers(workers) -> int:
+    "`workers` when it is a number of workers (an integer ≥ 1), else an `LOPError`."
+    check(isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1, f"workers={workers!r} is not a number of workers",
+          "use 1 (this process, no Ray) or more (Ray workers)")
+    return workers
+
 def search_target(reward_fn, n_layers:int, target:float, seed:int=0, search:str="mcts", **search_kw) -> dict:
     "The search at `target` of a dataset made with `seed`: its record's search fields (target, ratios, reward, evaluations, simulations, seconds)."
     t0 = time.perf_counter()
@@ -74,7 +80,7 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
     """The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, on `workers` Ray
     workers when > 1; returns all records of `path`. `reward` names the reward when it is not the default one: part of the settings."""
     check(search in SEARCHES, f"unknown search {search!r}", f"use one of {tuple(SEARCHES)}")
-    check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use an integer ≥ 1")
+    check_workers(workers)
     check(reward_fn is not None or make_reward is not None, "no reward: reward_fn and make_reward are both None",
           "pass reward_fn (ratios → score) or make_reward (a function that builds it)")
     check(workers == 1 or make_reward is not None, f"workers={workers} needs make_reward, which builds the reward in each worker",

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from .core import *
 from .models import model_fingerprint
 from .importance import collect_importance, save_importance, load_importance
-from .dataset import generate_dataset, target_grid, read_dataset
+from .dataset import generate_dataset, target_grid, read_dataset, check_workers
 from .predictors import train_predictor, save_predictor, load_predictor
 
 # %% auto 0
@@ -94,11 +94,10 @@ class Context:
     budgets, seed and model (the search notebook, which makes them, passes `shipped=False`)."""
     def __init__(self, model:str="testbed", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True, workers:int=1):
         from lop.load import load_model
-        check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path)), workers=(workers, int))
-        check(workers >= 1, f"workers={workers} is not a number of workers", "use 1 (this process) or more (Ray workers)")
+        check_params(model=(model, str), mode=(mode, str), seed=(seed, int), work_dir=(work_dir, (str, Path))); check_workers(workers)
         seed_everything(seed)
         self.budget, self.seed, self.work, self.shipped = budget(mode), seed, Path(work_dir), shipped and model == "testbed"
-        self.name, self.workers = model, workers
+        self.model_name, self.workers = model, workers
         self.work.mkdir(parents=True, exist_ok=True)
         self.model, self.processor = load_model(model, device="cpu")
         self._cache = {}
@@ -146,7 +145,7 @@ class Context:
     def l2(self): return self.scores("l2")
     def reward(self, metric:str="l2", val_units:int|None=None):
         """A search's reward: the validation average (accuracy) of the configuration pruned by `metric`'s scores, on the
-        mode's validation split or, on the testbed, one of `val_units` units per task (same seed)."""
+        mode's validation split or, on the testbed, on a validation split of `val_units` units per task (same seed)."""
         from lop.evaluate import Evaluator, ratio_reward
         from lop.synthvqa import make_split
         if val_units is None: return ratio_reward(self.val, self.scores(metric))
@@ -159,10 +158,10 @@ class Context:
         b, spec, path = self.budget, dict(metric=metric, val_units=val_units), self.work/path if isinstance(path, str) else Path(path)
         n_layers = len(self.scores(metric))   # computed here once, before any worker reads them
         kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
-        make = partial(self.reward, **spec) if self.workers == 1 else partial(context_reward, self.name, b.mode, self.seed, str(self.work), **spec)
-        name = "" if (metric, val_units) == ("l2", None) else f"accuracy on {val_units or b.val_units} validation units per task, {metric} scores"
+        make = partial(self.reward, **spec) if self.workers == 1 else partial(context_reward, self.model_name, b.mode, self.seed, str(self.work), **spec)
+        reward = "" if (metric, val_units) == ("l2", None) else f"accuracy on {val_units or b.val_units} validation units per task, {metric} scores"
         return generate_dataset(path, None, n_layers, targets or target_grid(*b.grid), seed=self.seed, model_fingerprint=model_fingerprint(self.model),
-                                evaluations=b.evaluations, workers=self.workers, make_reward=make, reward=name, **kw, **search_kw)
+                                evaluations=b.evaluations, workers=self.workers, make_reward=make, reward=reward, **kw, **search_kw)
     def teacher_records(self, teacher:str="mcts", heldout:bool=False) -> list:
         """The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo:
         `dataset_evo.jsonl`), or at the mode's held-out targets between the grid's points (`heldout.jsonl`, `heldout_evo.jsonl`)."""
@@ -202,7 +201,7 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     "Run the experiment notebooks of `mode` (their searches on `workers` Ray workers when > 1); returns {notebook: 'ran' | 'skipped'}."
     import papermill as pm
     budget(mode); root = Path(root).resolve()
-    check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use 1 (no Ray) or more")
+    check_workers(workers)
     base = root if mode == "full" else root/"runs"/mode
     dirs = dict(results_dir=base/"results", figures_dir=base/"figures", work_dir=root/"runs"/mode/"work")
     executed = dirs["results_dir"]/"executed"

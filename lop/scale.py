@@ -8,7 +8,7 @@ import json, os, time
 from contextlib import contextmanager
 from pathlib import Path
 from .core import *
-from .dataset import search_target
+from .dataset import search_target, check_workers
 
 # %% auto 0
 __all__ = ['import_ray', 'available_cpus', 'SearchWorker', 'RayWorkers', 'bench_scale']
@@ -52,7 +52,7 @@ class RayWorkers:
     "`workers` Ray actors, each holding the reward `make_reward()` built on its own device, that run a dataset's searches; a context manager."
     def __init__(self, make_reward, workers:int=2, address:str|None=None, retries:int=3):
         check(callable(make_reward), f"make_reward={make_reward!r} is not callable", "pass a function that builds the reward (ratios → score)")
-        check(isinstance(workers, int) and workers >= 1, f"workers={workers!r} is not a number of workers", "use an integer ≥ 1")
+        check_workers(workers)
         self.make_reward, self.workers, self.address, self.retries = make_reward, workers, address, retries
         self.actors, self.pids, self.started = [], [], False
 
