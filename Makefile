@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make reproduce   the main job: every table and figure, quick mode, on the shipped testbed (runs/quick/)
-#   make test        the notebook tests (nbdev_test) and the test suite (pytest)
+#   make test        the notebook tests (nbdev_test) and the test suite (pytest) without its slow tier
+#   make test-all    the same, then the slow tier (pytest -m slow: full notebook runs, kill-and-resume, Ray, real-model CLI)
 # Both create the environment in .venv first when it is missing (see tools/setup-env.sh, LOP_TORCH for CUDA).
 SHELL := /bin/bash
 VENV ?= .venv
@@ -8,7 +9,7 @@ export LOP_VENV := $(VENV)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: env reproduce test test-nbs test-py export readme
+.PHONY: env reproduce test test-all test-nbs test-py test-slow export readme
 env:
 	@bash tools/setup-env.sh
 
@@ -21,7 +22,12 @@ test-nbs: env
 	OMP_NUM_THREADS=1 $(VENV)/bin/nbdev_test --path nbs --n_workers 2 2>&1 | grep -v "pkg_resources" ; test $${PIPESTATUS[0]} -eq 0
 
 test-py: env
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q -m "not slow" --durations=15 tests
+
+test-slow: env
+	$(VENV)/bin/python -m pytest -q -m slow --durations=15 tests
+
+test-all: test test-slow
 
 # `make export` (every notebook) or `make export NB=path.ipynb`; fails when the export fails
 export: env

@@ -1,5 +1,5 @@
-"Run the performance suite: `python -m bench [--quick] [--device cuda --shape 7b]` (same as `lop bench`)."
+"Run the performance suite: `python -m bench [--quick] [--device cuda --shape 7b] [--real-only]` (lop.bench.main)."
 import sys
-from lop.cli import main
+from lop.bench import main
 
-sys.exit(main(["bench", *sys.argv[1:]]))
+sys.exit(main())

@@ -1,7 +1,7 @@
-"""The search dataset serially and on Ray workers (lop.scale.bench_scale): `python -m bench.scale [--workers 2] [--mode quick]
+"""The search dataset serially and on Ray workers (lop.bench.bench_scale): `python -m bench.scale [--workers 2] [--mode quick]
 [--grid 0.1 0.4 0.1] [--repeat 1] [--out results]`; writes OUT/scale_MODE.json."""
 import argparse, json
-from lop.scale import bench_scale
+from lop.bench import bench_scale
 
 p = argparse.ArgumentParser(prog="python -m bench.scale", description="lop dataset on the testbed: serial ÷ N Ray workers, and Ray's start-up cost.")
 p.add_argument("--workers", type=int, default=2)

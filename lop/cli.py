@@ -15,7 +15,7 @@ from .toy import *
 from .text import CORPORA
 
 # %% auto 0
-__all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune', 'cmd_bench',
+__all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune',
            'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
@@ -138,9 +138,10 @@ def _make_reward(a):
 def cmd_dataset(a):
     from functools import partial
     from lop.dataset import generate_dataset, target_grid
+    from lop.scale import runner   # imports Ray only for workers > 1
     imp = load_importance(a.scores)   # the layers and the model's fingerprint; the model is loaded where the reward is built
     recs = generate_dataset(a.out, None, len(imp), target_grid(a.lo, a.hi, a.step), seed=a.seed, model_fingerprint=imp.meta.get("model", ""),
-                            search=a.search, workers=a.workers, address=a.address, make_reward=partial(_make_reward, a), **_search_kw(a))
+                            search=a.search, runner=runner(partial(_make_reward, a), a.workers, a.address), **_search_kw(a))
     print(f"{len(recs)} records in {a.out}")
 
 def cmd_train(a):
@@ -155,12 +156,6 @@ def cmd_prune(a):
     _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of)
     save_pruned(m, a.out, proc, format=a.format)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
-
-def cmd_bench(a):
-    from lop.bench import run_suite, run_real
-    if a.real_only: run_real(a.out, quick=a.quick)
-    else: run_suite(a.out, a.device, a.shape, a.layers, a.quick)
-    print((Path(a.out)/"bench.md").read_text())
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
@@ -213,10 +208,6 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(mode="quick"); s.add_argument("--force", action="store_true", help="rerun notebooks whose inputs did not change")
     s.add_argument("--only", nargs="*", help="run only these notebooks")
     s.add_argument("--workers", type=int, default=1, help="Ray workers for the notebooks' searches (1: no Ray)")
-    s = add("bench", cmd_bench, "the performance suite (ratios measured side by side); writes results/bench.json and bench.md", model=False)
-    s.add_argument("--out", default="results"); s.add_argument("--device", default=None); s.add_argument("--quick", action="store_true")
-    s.add_argument("--shape", default="3b", choices=["3b", "7b"]); s.add_argument("--layers", type=int, default=None)
-    s.add_argument("--real-only", action="store_true", help="only the on-demand rows of the real models, added to the CPU run")
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
     s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)

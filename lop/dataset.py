@@ -66,26 +66,26 @@ def search_target(reward_fn, n_layers:int, target:float, seed:int=0, search:str=
                 seconds=round(time.perf_counter() - t0, 3))
 
 class InProcess:
-    "The searches of a dataset one after another in this process, rewarded by `reward_fn` (`lop.scale.RayWorkers`: on many workers)."
-    def __init__(self, reward_fn): self.reward = reward_fn
-    def __enter__(self): return self
+    "The searches of a dataset one after another in this process, rewarded by `reward_fn`, or by `make_reward()` built on entering (`lop.scale.RayWorkers`: on many workers)."
+    def __init__(self, reward_fn=None, make_reward=None):
+        check(reward_fn is not None or make_reward is not None, "no reward: reward_fn and make_reward are both None",
+              "pass reward_fn (ratios → score) or make_reward (a function that builds it)")
+        self.reward, self.make_reward = reward_fn, make_reward
+    def __enter__(self):
+        if self.reward is None: self.reward = self.make_reward()
+        return self
     def __exit__(self, *exc): pass
     def search(self, n_layers:int, targets, seed:int=0, search:str="mcts", **search_kw):
         "The searches at `targets`, each result as it is found."
         return (search_target(self.reward, n_layers, t, seed, search, **search_kw) for t in targets)
 
 def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, model_fingerprint:str="", dense_reward=None,
-                     progress:bool=True, search:str="mcts", workers:int=1, address:str|None=None, make_reward=None, reward:str="",
-                     **search_kw) -> list[dict]:
-    """The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, on `workers` Ray
-    workers when > 1; returns all records of `path`. `reward` names the reward when it is not the default one: part of the settings."""
+                     progress:bool=True, search:str="mcts", make_reward=None, runner=None, reward:str="", **search_kw) -> list[dict]:
+    """The `search` (mcts or evo) at every target in `targets` (default: `target_grid()`), resumable, run by `runner`
+    (default: `InProcess`, this process; `lop.scale.RayWorkers`: Ray workers); returns all records of `path`. `reward`
+    names the reward when it is not the default one: part of the settings."""
     check(search in SEARCHES, f"unknown search {search!r}", f"use one of {tuple(SEARCHES)}")
-    check_workers(workers)
-    check(reward_fn is not None or make_reward is not None, "no reward: reward_fn and make_reward are both None",
-          "pass reward_fn (ratios → score) or make_reward (a function that builds it)")
-    check(workers == 1 or make_reward is not None, f"workers={workers} needs make_reward, which builds the reward in each worker",
-          "pass make_reward=, a picklable function that loads the model and returns the reward (a module-level function, a "
-          "functools.partial, or a function defined in a script or notebook); for a reward that pickles cheaply: make_reward=lambda: reward_fn")
+    pool = runner if runner is not None else InProcess(reward_fn, make_reward)   # checks that there is a reward
     targets = target_grid() if targets is None else [round(float(t), 6) for t in targets]
     kw = dict(search_kw) if search == "mcts" else dict(search_kw, search=search)   # MCTS datasets keep their fingerprint
     settings = dataset_settings(seed, model_fingerprint, n_layers, **kw, **(dict(reward=reward) if reward else {}))
@@ -96,10 +96,6 @@ def generate_dataset(path, reward_fn, n_layers:int, targets=None, seed:int=0, mo
     done = {r["target"] for r in recs}
     todo = [t for t in targets if t not in done]
     if not todo: return recs
-    if workers == 1: pool = InProcess(reward_fn if reward_fn is not None else make_reward())
-    else:
-        from lop.scale import RayWorkers   # Ray is imported only here
-        pool = RayWorkers(make_reward, workers, address)
     with pool:
         if dense_reward is None: dense_reward = float(pool.reward([0.0] * n_layers))
         for f in tqdm(pool.search(n_layers, todo, seed, search, **search_kw), total=len(todo), desc="dataset", disable=not progress):

@@ -15,7 +15,7 @@ from .mcts import project
 
 # %% auto 0
 __all__ = ['PREDICTORS', 'project_batch', 'Block', 'ARTransformer', 'Transformer', 'MLP', 'BiLSTM', 'make_predictor',
-           'train_predictor', 'predict', 'save_predictor', 'load_predictor']
+           'train_predictor', 'predict', 'save_predictor', 'load_predictor', 'get_predictor']
 
 # %% ../nbs/17_predictors.ipynb 5
 def project_batch(r:torch.Tensor, targets:torch.Tensor, lo:float, hi:float) -> torch.Tensor:
@@ -218,3 +218,16 @@ def load_predictor(path, n_layers:int|None=None) -> nn.Module:
     except RuntimeError as e: raise LOPError(f"{path}: weights do not match a {meta['kind']} predictor ({str(e)[:120]})", "train and save it again") from None
     net.meta = meta
     return net.eval()
+
+# %% ../nbs/17_predictors.ipynb 23
+def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
+    "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
+    path = Path(path)
+    fp = fingerprint([(r["target"], r["ratios"]) for r in sorted(records, key=lambda r: r["target"])])
+    if path.is_file():
+        net = load_predictor(path, n_layers=len(records[0]["ratios"]))
+        if net.meta.get("dataset") == fp and net.meta.get("epochs") == epochs and net.meta.get("seed") == seed: return net
+    net, hist = train_predictor(kind, records, epochs=epochs, seed=seed, progress=False)
+    net.meta["history"] = hist
+    save_predictor(net, path)
+    return net

@@ -17,7 +17,7 @@ from .importance import collect_stats, importance_from_stats, save_importance
 from .prune import make_plan
 from .baselines import allocate, zo_layer_scores
 from .dataset import generate_dataset, target_grid, read_dataset, dataset_settings
-from .predictors import predict, save_predictor
+from .predictors import predict, save_predictor, get_predictor
 
 # %% auto 0
 __all__ = ['TEACHERS', 'REAL_BUDGETS', 'METHODS', 'RealBudget', 'real_budget', 'real_assets', 'RealRun', 'method_plans', 'ship']
@@ -44,13 +44,13 @@ class RealBudget:
 
 REAL_BUDGETS = {
     ("smollm2-135m", "full"): RealBudget(test=16, last_word=60),
-    ("smollm2-135m", "quick"): RealBudget(test=4, last_word=12, ratios=(0.2, 0.3, 0.5), zo_samples=4),
+    ("smollm2-135m", "quick"): RealBudget(test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=2),
     ("gemma3-270m", "full"): RealBudget(validation=1, evaluations=32, test=8, last_word=40),
-    ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=4, last_word=16, ratios=(0.2, 0.3, 0.5)),
+    ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=2),
 }
 for m_ in REAL_MODELS:   # seconds: a tiny search of its own, so that the whole pipeline runs without shipped artefacts
-    REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], calibration=8, test=2, last_word=4, ratios=(0.3,), zo_samples=2,
-                                          grid=(0.2, 0.3, 0.1), evaluations=3, heldout=(0.25,), epochs=5)
+    REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], seq_len=64, calibration=8, validation=1, test=2, last_word=4,
+                                          ratios=(0.3,), zo_samples=1, grid=(0.2, 0.3, 0.1), evaluations=3, heldout=(0.25,), epochs=5)
 
 def real_budget(model:str, mode:str) -> RealBudget:
     "The budget of `model` in `mode` (quick, full or smoke)."
@@ -135,7 +135,6 @@ class RealRun:
         return self.teacher_records("mcts", heldout=True)
     def predictor(self, kind:str="ar_transformer", teacher:str="mcts"):
         "The predictor of `kind` trained on `teacher`'s dataset (loaded when already trained on it)."
-        from lop.reproduce import get_predictor
         name = _predictor_file(kind, teacher)
         return self._get(("pred", kind, teacher), lambda: get_predictor(kind, self.teacher_records(teacher), self._from_shipped(name),
                                                                       self.b.epochs, self.seed))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/19_reproduce.ipynb 2
 from __future__ import annotations
-import json, os, shutil, time
+import json, os, shutil, tempfile, time
 from functools import partial
 from dataclasses import dataclass, asdict
 from unittest.mock import patch
@@ -14,11 +14,11 @@ from .core import *
 from .models import model_fingerprint
 from .importance import collect_importance, save_importance, load_importance
 from .dataset import generate_dataset, target_grid, read_dataset, check_workers
-from .predictors import train_predictor, save_predictor, load_predictor
+from .predictors import train_predictor, save_predictor, load_predictor, get_predictor
 
 # %% auto 0
-__all__ = ['MODES', 'NOTEBOOKS', 'SEARCHING', 'Budget', 'budget', 'get_scores', 'get_predictor', 'check_params', 'Context',
-           'context_reward', 'reproduce']
+__all__ = ['MODES', 'NOTEBOOKS', 'SEARCHING', 'Budget', 'budget', 'get_scores', 'check_params', 'Context', 'context_reward',
+           'kernel_config', 'reproduce']
 
 # %% ../nbs/19_reproduce.ipynb 5
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class Budget:
 
 MODES = dict(smoke=Budget("smoke", test_units=2, val_units=2, grid=(0.1, 0.6, 0.1), simulations=4, evaluations=3, calibration=40,
                           epochs=5, small_model_steps=4, val_questions=8),
-             quick=Budget("quick", test_units=40, val_units=12, grid=(0.05, 0.60, 0.05), simulations=40, evaluations=30,
-                          small_model_steps=300),
+             quick=Budget("quick", test_units=20, val_units=8, grid=(0.1, 0.6, 0.1), simulations=20, evaluations=12, calibration=200,
+                          epochs=150, small_model_steps=100),
              full=Budget("full", test_units=150, val_units=40, grid=(0.05, 0.60, 0.025), simulations=300, evaluations=200,
                          val_questions=400))
 
@@ -64,18 +64,6 @@ def get_scores(model, processor, metric:str, path, n:int=500, seed:int=0):
     imp = collect_importance(model, encode_items(processor, calibration_items(n, seed)), metric)
     save_importance(imp, path)
     return imp
-
-def get_predictor(kind:str, records:list, path, epochs:int, seed:int=0):
-    "A predictor of `kind` from `path` if trained on these `records`, else trained and saved."
-    path = Path(path)
-    fp = fingerprint([(r["target"], r["ratios"]) for r in sorted(records, key=lambda r: r["target"])])
-    if path.is_file():
-        net = load_predictor(path, n_layers=len(records[0]["ratios"]))
-        if net.meta.get("dataset") == fp and net.meta.get("epochs") == epochs and net.meta.get("seed") == seed: return net
-    net, hist = train_predictor(kind, records, epochs=epochs, seed=seed, progress=False)
-    net.meta["history"] = hist
-    save_predictor(net, path)
-    return net
 
 # %% ../nbs/19_reproduce.ipynb 9
 def check_params(**params):
@@ -155,13 +143,14 @@ class Context:
         """The `teacher` search (mcts: the paper's; evo: `lop.evo`) with the mode's budgets at `targets` (default: the
         grid), rewarded by `reward(metric, val_units)`: the resumable dataset `path` (a name: in the work folder), its
         searches on the context's Ray workers when it has several (each builds the same reward with `context_reward`)."""
+        from lop.scale import runner   # imports Ray only for workers > 1
         b, spec, path = self.budget, dict(metric=metric, val_units=val_units), self.work/path if isinstance(path, str) else Path(path)
         n_layers = len(self.scores(metric))   # computed here once, before any worker reads them
         kw = dict(simulations=b.simulations) if teacher == "mcts" else dict(search=teacher)
         make = partial(self.reward, **spec) if self.workers == 1 else partial(context_reward, self.model_name, b.mode, self.seed, str(self.work), **spec)
         reward = "" if (metric, val_units) == ("l2", None) else f"accuracy on {val_units or b.val_units} validation units per task, {metric} scores"
         return generate_dataset(path, None, n_layers, targets or target_grid(*b.grid), seed=self.seed, model_fingerprint=model_fingerprint(self.model),
-                                evaluations=b.evaluations, workers=self.workers, make_reward=make, reward=reward, **kw, **search_kw)
+                                evaluations=b.evaluations, runner=runner(make, self.workers), reward=reward, **kw, **search_kw)
     def teacher_records(self, teacher:str="mcts", heldout:bool=False) -> list:
         """The `teacher` search's dataset over the mode's grid (mcts: the paper's, shipped for the full mode; evo:
         `dataset_evo.jsonl`), or at the mode's held-out targets between the grid's points (`heldout.jsonl`, `heldout_evo.jsonl`)."""
@@ -190,6 +179,12 @@ def context_reward(model:str, mode:str, seed:int, work_dir:str, **spec):
 # %% ../nbs/19_reproduce.ipynb 21
 NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers")
 
+def kernel_config(folder):
+    "The papermill/nbclient configuration that runs kernels over IPC (Unix sockets in `folder`, a private directory) instead of TCP."
+    from traitlets.config import Config
+    c = Config(); c.KernelManager.transport = "ipc"; c.KernelManager.ip = str(Path(folder)/"kernel")
+    return c
+
 def _nbs_dir() -> Path:
     import lop
     return Path(lop.__file__).resolve().parent.parent/"nbs"/"experiments"
@@ -214,7 +209,8 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
     out = {}
     from lop.testbed import is_testbed
     testbed = is_testbed(model)
-    with patch.dict(os.environ, TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "10")):   # kernels' bars: a line per 10 s
+    with patch.dict(os.environ, TQDM_MININTERVAL=os.environ.get("TQDM_MININTERVAL", "10")), \
+         tempfile.TemporaryDirectory(prefix="lop-kernels-") as sockets:   # kernels' bars: a line per 10 s; their sockets (mode 0700)
         for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
             if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
                 out[name] = "skipped (testbed models only)"; continue
@@ -229,7 +225,7 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
                 out[name] = "skipped"; continue
             t0 = time.perf_counter()
             pm.execute_notebook(str(src/f"{name}.ipynb"), str(executed/f"{name}.ipynb"), parameters=params,
-                                cwd=str(root), progress_bar=False, kernel_name="python3")
+                                cwd=str(root), progress_bar=False, kernel_name="python3", config=kernel_config(sockets))
             stamps[name] = stamp; write_json_atomic(stamps_path, stamps)
             out[name] = f"ran in {time.perf_counter() - t0:.0f}s"
     return out

@@ -8,10 +8,10 @@ import json, os, time
 from contextlib import contextmanager
 from pathlib import Path
 from .core import *
-from .dataset import search_target, check_workers
+from .dataset import search_target, check_workers, InProcess
 
 # %% auto 0
-__all__ = ['import_ray', 'available_cpus', 'SearchWorker', 'RayWorkers', 'bench_scale']
+__all__ = ['import_ray', 'available_cpus', 'SearchWorker', 'RayWorkers', 'runner']
 
 # %% ../nbs/28_scale.ipynb 6
 def import_ray():
@@ -102,47 +102,7 @@ class RayWorkers:
         with self._worker_errors(): yield from results
 
 # %% ../nbs/28_scale.ipynb 20
-def _timed(fn) -> float:
-    t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
-
-def bench_scale(out="results", workers:int=2, grid=(0.1, 0.4, 0.1), mode:str="quick", repeat:int=1, progress:bool=True) -> dict:
-    "Wall time of `lop dataset` on the testbed serially ÷ on `workers` Ray workers (same dataset?), and Ray's start-up cost; writes `out/scale_{mode}.json`."
-    import statistics, tempfile, torch
-    from lop.cli import main
-    from lop.dataset import read_dataset
-    from lop.ondemand import testbed_assets
-    from lop.reproduce import budget
-    ray, b, say = import_ray(), budget(mode), (print if progress else (lambda *a: None))
-    cpus, threads = available_cpus(), torch.get_num_threads()
-    strip = lambda p: [{k: v for k, v in r.items() if k != "seconds"} for r in read_dataset(p)]
-    with tempfile.TemporaryDirectory() as tmp:
-        def run(name, n):
-            return ["dataset", "--model", "testbed", "--scores", str(testbed_assets()/"importance_l2.safetensors"), "--out", str(Path(tmp)/name),
-                    "--n", str(b.val_units), "--simulations", str(b.simulations), "--evaluations", str(b.evaluations),
-                    "--lo", str(grid[0]), "--hi", str(grid[1]), "--step", str(grid[2]), "--workers", str(n)]
-        serial, parallel, same = [], [], []
-        try:
-            torch.set_num_threads(cpus)   # the serial run gets every core, as the workers do together
-            for i in range(repeat):   # alternately
-                say(f"serial, run {i + 1}"); serial.append(_timed(lambda: check(main(run(f"s{i}.jsonl", 1)) == 0, "the serial run failed")))
-                say(f"{workers} workers, run {i + 1}"); parallel.append(_timed(lambda: check(main(run(f"p{i}.jsonl", workers)) == 0, "the Ray run failed")))
-                same.append(strip(Path(tmp)/f"s{i}.jsonl") == strip(Path(tmp)/f"p{i}.jsonl"))
-        finally: torch.set_num_threads(threads)
-        recs = read_dataset(Path(tmp)/"s0.jsonl")
-        searches = [sum(r["seconds"] for r in read_dataset(Path(tmp)/f"{k}{i}.jsonl")) for k in "sp" for i in range(repeat)]
-    say("Ray's start-up alone")
-    init_s = _timed(lambda: ray.init(num_cpus=cpus, include_dashboard=False, logging_level="warning")); ray.shutdown()
-    def start_and_stop():
-        with RayWorkers(_constant, workers): pass
-    pool_s = _timed(start_and_stop)
-    s, p = statistics.median(serial), statistics.median(parallel)
-    res = dict(workers=workers, cpus=cpus, mode=mode, budget=dict(val_units=b.val_units, simulations=b.simulations, evaluations=b.evaluations),
-               targets=[r["target"] for r in recs], repeat=repeat, serial_s=serial, parallel_s=parallel, speedup=s / p, ideal=min(workers, len(recs)),
-               same_dataset=all(same), search_s_serial=sum(searches[:repeat]) / repeat, search_s_parallel=sum(searches[repeat:]) / repeat,
-               ray_init_s=init_s, ray_pool_s=pool_s, provenance=provenance(mode=mode, ray=ray.__version__))
-    write_json_atomic(Path(out)/f"scale_{mode}.json", res)
-    return res
-
-def _constant():
-    "A reward that loads nothing: what starting the workers costs without a model."
-    return lambda r: 0.0
+def runner(make_reward, workers:int=1, address:str|None=None):
+    "What runs a dataset's searches with `workers`: this process for 1 (`InProcess`, no Ray), else `RayWorkers` (`address`: a cluster to join)."
+    check_workers(workers)
+    return InProcess(make_reward=make_reward) if workers == 1 else RayWorkers(make_reward, workers, address)

@@ -12,6 +12,7 @@ from lop.prune import make_plan, slice_ffn, save_pruned, load_pruned
 from lop.synthvqa import make_split
 from lop.testbed import load_testbed
 from lop.toy import toy_model, toy_batch, toy_sample, TOY_KINDS
+from conftest import one_thread
 
 RATIOS = [0.5, 0.25, 0.8]                       # non-uniform: widths 32, 48, 13 of 64
 FAMILIES = TOY_KINDS + ("gemma2", "gemma3")
@@ -82,13 +83,9 @@ def job(name:str, folder:Path, auto:str, inputs:dict, **kw) -> dict:
     return dict(dir=str(folder), auto=auto, **{"in": str(folder.parent/f"{name}.in.pt")}, out=str(folder.parent/f"{name}.out.pt"), **kw)
 
 def expected(m, x:dict, gen:dict|None=None, new_tokens:int=4) -> dict:
-    "What `m` computes, on one thread as the fresh interpreter does (two threads sum in another order: last-bit changes)."
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            return dict(logits=m(**x).logits, tokens=None if gen is None else m.generate(**gen, max_new_tokens=new_tokens, do_sample=False))
-    finally: torch.set_num_threads(threads)
+    "What `m` computes, on one thread as the fresh interpreter does (like for like: two threads sum in another order, last-bit changes)."
+    with one_thread(), torch.no_grad():
+        return dict(logits=m(**x).logits, tokens=None if gen is None else m.generate(**gen, max_new_tokens=new_tokens, do_sample=False))
 
 def widened(folder:Path, to:Path, layer:int=1, width:int=40) -> Path:
     "A copy of `folder` whose config gives `layer` a width its weights do not have."
@@ -154,10 +151,10 @@ def test_the_folder_lists_every_width_and_loads_with_lop(kind, plain, tmp_path):
     assert type(m).__module__.startswith("transformers.models.")
     assert [f.width for f in find_ffns(m)] == [32, 48, 13] and m.config.lop_pruning["ffn_widths"] == [32, 48, 13]
     x = toy_batch(m, (10, 7), seed=3)
-    with torch.no_grad(): assert torch.equal(m(**x).logits, want["logits"])
+    with one_thread(), torch.no_grad(): assert torch.equal(m(**x).logits, want["logits"])   # like for like: want is on one thread
     for fmt in ("lop", "hf"):     # what load_pruned gives saves again, in either format
         again = load_pruned(save_pruned(m, tmp_path/fmt, format=fmt))
-        with torch.no_grad(): assert torch.equal(again(**x).logits, want["logits"]), fmt
+        with one_thread(), torch.no_grad(): assert torch.equal(again(**x).logits, want["logits"]), fmt
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2_5_vl"])
 def test_a_dense_model_is_unchanged(kind, plain):

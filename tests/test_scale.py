@@ -7,6 +7,8 @@ import numpy as np, psutil, pytest
 from lop.cli import main
 from lop.core import LOPError
 from lop.dataset import generate_dataset, read_dataset
+from lop.scale import RayWorkers, runner, available_cpus
+from conftest import one_thread
 
 ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module: send its rewards by value
@@ -56,7 +58,7 @@ def test_two_workers_write_the_serial_dataset(tmp_path, ray_session):
     for search, kw in (("mcts", {}), ("evo", dict(simulations=None))):
         budget = {k: v for k, v in dict(BUDGET, **kw).items() if v is not None}
         serial = generate_dataset(tmp_path/f"{search}-1.jsonl", None, 8, make_reward=Quadratic(), search=search, **budget)
-        two = generate_dataset(tmp_path/f"{search}-2.jsonl", None, 8, make_reward=Quadratic(), search=search, workers=2, **budget)
+        two = generate_dataset(tmp_path/f"{search}-2.jsonl", None, 8, runner=RayWorkers(Quadratic(), 2), search=search, **budget)
         assert strip(two) == strip(serial) and [r["target"] for r in two] == BUDGET["targets"]
         assert {r["search"] for r in two} == {search}
     assert ray.is_initialized()   # the caller's session: used, not closed
@@ -66,7 +68,7 @@ def test_a_killed_worker_is_restarted_and_its_target_redone(tmp_path, ray_sessio
     log, path = tmp_path/"evaluations", tmp_path/"ds.jsonl"
     stalled = Path(f"{log}.stalled")
     with ThreadPoolExecutor(1) as ex:
-        run = ex.submit(generate_dataset, path, None, 8, make_reward=Quadratic(str(log), stall_at=40), workers=2, **BUDGET)
+        run = ex.submit(generate_dataset, path, None, 8, runner=RayWorkers(Quadratic(str(log), stall_at=40), 2), **BUDGET)
         deadline = time.time() + 300
         while not (stalled.exists() and stalled.read_text().strip()):
             assert time.time() < deadline and not run.done(), "no worker reached the stall"
@@ -85,9 +87,10 @@ def test_a_killed_worker_is_restarted_and_its_target_redone(tmp_path, ray_sessio
     assert len(before) + len(after) > sum(r["evaluations"] for r in ref) + 1   # the killed search was redone (+1: the dense reward)
 
 def test_one_worker_imports_no_ray(tmp_path):
-    code = ("import sys, numpy as np\nfrom lop.dataset import generate_dataset\nimport lop.cli\n"
+    code = ("import sys, numpy as np\nfrom lop.dataset import generate_dataset\nfrom lop.scale import runner\nimport lop.cli, lop.reproduce\n"
             "s = np.linspace(3, 0.5, 6)\n"
-            "recs = generate_dataset(sys.argv[1], lambda r: -float(s @ np.square(r)), 6, targets=[0.2, 0.3], simulations=10, evaluations=8, progress=False)\n"
+            "recs = generate_dataset(sys.argv[1], None, 6, targets=[0.2, 0.3], simulations=10, evaluations=8, progress=False,\n"
+            "                        runner=runner(lambda: lambda r: -float(s @ np.square(r)), workers=1))\n"
             "assert len(recs) == 2\n"
             "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path/"d.jsonl")], capture_output=True, text=True, timeout=300,
@@ -98,7 +101,7 @@ def test_one_worker_imports_no_ray(tmp_path):
 def test_many_workers_without_ray_name_the_install(tmp_path):
     with patch.dict(sys.modules, {"ray": None}):   # as where Ray is not installed
         with pytest.raises(LOPError, match="pip install ray"):
-            generate_dataset(tmp_path/"d.jsonl", None, 8, make_reward=Quadratic(), workers=2, **BUDGET)
+            generate_dataset(tmp_path/"d.jsonl", None, 8, runner=RayWorkers(Quadratic(), 2), **BUDGET)
     assert not (tmp_path/"d.jsonl").exists()
 
 def test_the_cli_on_two_workers(tmp_path, no_ray_left):
@@ -108,8 +111,9 @@ def test_the_cli_on_two_workers(tmp_path, no_ray_left):
     assert main(["importance", "--model", m, "--out", s, "--n", "20"]) == 0
     args = lambda out, n: ["dataset", "--model", m, "--scores", s, "--out", str(tmp_path/out), "--n", "2", "--simulations", "6",
                            "--evaluations", "5", "--lo", "0.1", "--hi", "0.4", "--step", "0.1", "--workers", str(n)]
+    threads = str(max(1, available_cpus() // 2))   # like for like: each of the two workers runs on its share of the cores
     one = subprocess.run([sys.executable, "-c", "import sys; sys.modules['ray'] = None\nfrom lop.cli import main\nsys.exit(main(sys.argv[1:]))",
-                          *args("one.jsonl", 1)], capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+                          *args("one.jsonl", 1)], capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS=threads))
     assert one.returncode == 0, one.stderr[-2000:]   # one worker: no Ray needed
     assert main(args("two.jsonl", 2)) == 0
     assert not ray.is_initialized()                  # the Ray the command started is stopped
@@ -121,7 +125,7 @@ def test_no_cluster_at_the_address_is_an_lop_error(tmp_path, no_ray_left):
     if os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists():   # checked now, not at collection
         pytest.skip("a Ray cluster runs here")
     with pytest.raises(LOPError, match="no Ray cluster"):
-        generate_dataset(tmp_path/"d.jsonl", None, 8, make_reward=Quadratic(), workers=2, address="auto", **BUDGET)
+        generate_dataset(tmp_path/"d.jsonl", None, 8, runner=RayWorkers(Quadratic(), 2, address="auto"), **BUDGET)
 
 def test_the_reproductions_searches_on_two_workers(tmp_path, ray_session):
     "A notebook's context with workers=2 (`lop reproduce --workers 2`): both teachers' datasets and the held-out searches as serially."
@@ -129,6 +133,7 @@ def test_the_reproductions_searches_on_two_workers(tmp_path, ray_session):
     one, two = Context("testbed", "smoke", 0, tmp_path/"one"), Context("testbed", "smoke", 0, tmp_path/"two", workers=2)
     variant = lambda c: c.search("variant.jsonl", [0.2, 0.5], metric="flap", val_units=4, normalize=True)   # as Table 1's
     for get in (lambda c: c.teacher_records("mcts"), lambda c: c.teacher_records("evo"), lambda c: c.heldout_records, variant):
-        assert strip(get(two)) == strip(get(one))
+        with one_thread():   # like for like: each worker of the 2-CPU session runs on one thread, and so do both drivers
+            assert strip(get(two)) == strip(get(one))
     assert [r["target"] for r in two.heldout_records] == list(two.budget.heldout) and (tmp_path/"two"/"heldout.jsonl").is_file()
     with pytest.raises(LOPError, match="workers=0 is not a number of workers"): Context("testbed", "smoke", 0, tmp_path/"x", workers=0)
