@@ -19,7 +19,7 @@ generate_dataset(sys.argv[1], reward, 8, targets=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
 def strip(recs): return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")   # like for like: the reference and every resumed run on one thread
     counter = tmp_path / "evaluations"
     run = lambda path: subprocess.Popen([sys.executable, "-c", SCRIPT, str(path), str(counter)], env=env)
     evals = lambda: counter.stat().st_size if counter.exists() else 0

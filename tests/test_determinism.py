@@ -31,7 +31,7 @@ write_table(pd.DataFrame([ev.evaluate()]).drop(columns=["seconds", "details", "p
 """
 
 def test_the_small_pipeline_is_byte_for_byte_deterministic(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")   # like for like: both processes on one thread
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         r = subprocess.run([sys.executable, "-c", PIPELINE, str(tmp_path / run)], env=env, capture_output=True, text=True, timeout=600)

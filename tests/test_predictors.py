@@ -71,10 +71,11 @@ net, _ = train_predictor("ar_transformer", recs, epochs=120, progress=False, che
 save_predictor(net, sys.argv[2])
 """
 
+@pytest.mark.slow   # kill-and-resume in fresh processes
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     import os, random, signal, subprocess, sys, time
     from safetensors.torch import load_file
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")   # like for like: the reference and every resumed run on one thread
     run = lambda ck, out: subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(ck), str(out)], env=env)
     assert run(tmp_path / "ref.pt", tmp_path / "ref.safetensors").wait(timeout=600) == 0
     ck, out, rng, killed = tmp_path / "run.pt", tmp_path / "run.safetensors", random.Random(0), 0

@@ -40,6 +40,7 @@ def test_save_load_is_exact_and_generates_the_same(tmp_path, smol):
     a = model.generate(**q, max_new_tokens=8, do_sample=False); b = back.generate(**q, max_new_tokens=8, do_sample=False)
     assert torch.equal(a, b)
 
+@pytest.mark.slow   # the real model end to end through the command line
 def test_prune_on_demand_from_the_command_line(tmp_path):
     "The user path: `lop prune --model smollm2-135m` with the shipped predictor and scores, then load_pruned and generate."
     lop = str(Path(sys.executable).parent/"lop")
@@ -85,6 +86,7 @@ def test_shipped_artefacts_match_their_checksums_and_model(name):
         if f.endswith(".jsonl"): assert all(r["model"] == fp for r in read_dataset(d/f)), f   # every search dataset, both teachers
     load_importance(d/"importance_l2.safetensors", model=model)   # raises unless computed on this model
 
+@pytest.mark.slow   # the real model end to end through the command line
 def test_eval_on_text_from_the_command_line(tmp_path):
     "`lop eval` on a text model: perplexity with its interval and last-word accuracy, dense and pruned on demand."
     lop = str(Path(sys.executable).parent/"lop")

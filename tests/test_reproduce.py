@@ -32,10 +32,11 @@ def test_bad_mode_and_notebook(tmp_path):
     with pytest.raises(LOPError, match="unknown mode"): budget("fast")
     with pytest.raises(LOPError, match="unknown experiment notebook"): reproduce("smoke", notebooks=["table9"], root=tmp_path)
 
+@pytest.mark.slow   # two smoke reproductions in fresh processes
 def test_killed_reproduction_resumes_without_redoing_finished_notebooks(tmp_path):
     import os, random, signal, subprocess, sys, time
     proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path / "model")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")   # like for like: the killed and the resumed run on one thread
     cmd = [str(Path(sys.executable).parent / "lop"), "reproduce", "--smoke", "--model", str(tmp_path / "model")]
     stamps = tmp_path / "runs/smoke/work/stamps.json"
     done = lambda: set(json.loads(stamps.read_text())) if stamps.is_file() else set()

@@ -54,6 +54,7 @@ def ray_session(no_ray_left):
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     yield
 
+@pytest.mark.slow   # Ray workers
 def test_two_workers_write_the_serial_dataset(tmp_path, ray_session):
     for search, kw in (("mcts", {}), ("evo", dict(simulations=None))):
         budget = {k: v for k, v in dict(BUDGET, **kw).items() if v is not None}
@@ -63,6 +64,7 @@ def test_two_workers_write_the_serial_dataset(tmp_path, ray_session):
         assert {r["search"] for r in two} == {search}
     assert ray.is_initialized()   # the caller's session: used, not closed
 
+@pytest.mark.slow   # Ray workers
 def test_a_killed_worker_is_restarted_and_its_target_redone(tmp_path, ray_session):
     ref = generate_dataset(tmp_path/"ref.jsonl", None, 8, make_reward=Quadratic(), **BUDGET)
     log, path = tmp_path/"evaluations", tmp_path/"ds.jsonl"
@@ -104,6 +106,7 @@ def test_many_workers_without_ray_name_the_install(tmp_path):
             generate_dataset(tmp_path/"d.jsonl", None, 8, runner=RayWorkers(Quadratic(), 2), **BUDGET)
     assert not (tmp_path/"d.jsonl").exists()
 
+@pytest.mark.slow   # Ray workers
 def test_the_cli_on_two_workers(tmp_path, no_ray_left):
     from lop.testbed import build_processor, build_model, save_testbed
     proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path/"model")
@@ -121,12 +124,14 @@ def test_the_cli_on_two_workers(tmp_path, no_ray_left):
     assert strip(two) == strip(read_dataset(tmp_path/"one.jsonl")) and [r["target"] for r in two] == [0.1, 0.2, 0.3, 0.4]
     assert main(args("two.jsonl", 0)) == 2           # refused
 
+@pytest.mark.slow   # Ray workers
 def test_no_cluster_at_the_address_is_an_lop_error(tmp_path, no_ray_left):
     if os.environ.get("RAY_ADDRESS") or Path("/tmp/ray/ray_current_cluster").exists():   # checked now, not at collection
         pytest.skip("a Ray cluster runs here")
     with pytest.raises(LOPError, match="no Ray cluster"):
         generate_dataset(tmp_path/"d.jsonl", None, 8, runner=RayWorkers(Quadratic(), 2, address="auto"), **BUDGET)
 
+@pytest.mark.slow   # Ray workers
 def test_the_reproductions_searches_on_two_workers(tmp_path, ray_session):
     "A notebook's context with workers=2 (`lop reproduce --workers 2`): both teachers' datasets and the held-out searches as serially."
     from lop.reproduce import Context
