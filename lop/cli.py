@@ -16,7 +16,7 @@ from .text import CORPORA
 
 # %% auto 0
 __all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune',
-           'cmd_reproduce', 'main']
+           'cmd_recover', 'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
 def ratio_arg(text:str) -> float:
@@ -154,8 +154,41 @@ def cmd_prune(a):
     from lop.ondemand import prune_to
     m, proc = _load(a.model, a.device)
     _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of)
-    save_pruned(m, a.out, proc, format=a.format)
-    print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']} → {a.out}")
+    print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']}")
+    if a.recover: _recover(m, proc, a.model, a, a.recover)
+    save_pruned(m, a.out, proc, format=a.format); print(f"→ {a.out}")
+
+def _recovery_data(proc, a) -> tuple[list, dict]:
+    "Recovery batches and what they are: the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."
+    if _is_text(proc):
+        td = _text(proc, a, calibration=a.windows, batch_size=a.batch_size)
+        return td.calibration, dict(corpus=a.corpus, split="calibration", windows=a.windows, seq_len=256, documents=td.meta["documents"]["calibration"])
+    from lop.synthvqa import calibration_items
+    from lop.evaluate import encode_items
+    return encode_items(proc, calibration_items(a.windows, a.seed), a.batch_size), dict(corpus="synthvqa", split="calibration", items=a.windows)
+
+def _recover(m, proc, teacher:str, a, steps:int):
+    "Distil the dense `teacher` (a name or path load_model takes) into the pruned `m` in place, its record kept as `m.lop_recovery`."
+    from lop.recover import recover, RecoverRecipe
+    recipe = RecoverRecipe(steps=steps, lr=a.lr, temperature=a.temperature, accumulate=a.accumulate, seed=a.seed)   # checks the numbers first
+    dense, _ = _load(teacher, a.device)
+    batches, data = _recovery_data(proc, a)
+    ck = Path(a.out).with_name(Path(a.out).name + ".recover.pt")   # beside the output: a killed run continues from it
+    rec = recover(m, dense, batches, recipe, checkpoint=ck, checkpoint_every=a.checkpoint_every)
+    m.lop_recovery = dict(rec, teacher=teacher, data=data, provenance=provenance())
+    ck.unlink(missing_ok=True)
+    print(f"recovered: {rec['steps']} steps, {rec['tokens']:,} tokens, loss {rec['history'][0]['loss']:.4f} → {rec['history'][-1]['loss']:.4f}")
+
+def cmd_recover(a):
+    folder = Path(a.dir)
+    check((folder/"lop.json").is_file(), f"{folder} is not a pruned checkpoint of lop (no lop.json)", "pass a folder written by lop prune or save_pruned")
+    try: man = json.loads((folder/"lop.json").read_text())
+    except json.JSONDecodeError as e: raise LOPError(f"{folder}/lop.json is corrupt ({e})", "prune the model again") from None
+    teacher = a.teacher or man.get("source")
+    check(teacher, f"{folder} does not name the dense model it was cut from (no 'source' in its lop.json)", "pass --teacher NAME_OR_PATH")
+    m, proc = _load(str(folder), a.device)
+    _recover(m, proc, teacher, a, a.steps)
+    save_pruned(m, a.out, proc, format="hf" if man.get("format") == "lop-hf" else "lop"); print(f"→ {a.out}")
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
@@ -208,7 +241,19 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(mode="quick"); s.add_argument("--force", action="store_true", help="rerun notebooks whose inputs did not change")
     s.add_argument("--only", nargs="*", help="run only these notebooks")
     s.add_argument("--workers", type=int, default=1, help="Ray workers for the notebooks' searches (1: no Ray)")
+    def recovery_args(s):
+        s.add_argument("--lr", type=float, default=5e-5, help="recovery: peak learning rate"); s.add_argument("--temperature", type=float, default=1.0)
+        s.add_argument("--accumulate", type=int, default=1); s.add_argument("--batch-size", type=int, default=4, help="recovery: windows per batch")
+        s.add_argument("--windows", type=int, default=64, help="recovery data: calibration windows of 256 tokens (SynthVQA: items)")
+        s.add_argument("--checkpoint-every", type=int, default=10)
+    s = add("recover", cmd_recover, "distil the dense model into a pruned checkpoint (same widths, same format)", model=False)
+    s.add_argument("dir", help="a pruned checkpoint (lop or hf format)"); s.add_argument("--out", required=True)
+    s.add_argument("--steps", type=int, required=True); s.add_argument("--teacher", help="the dense model (default: the checkpoint's source)")
+    s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA)); s.add_argument("--device", default=None)
+    recovery_args(s)
     s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
+    s.add_argument("--recover", type=int, default=0, metavar="STEPS", help="then recover it by distillation from the dense model for STEPS steps")
+    recovery_args(s)
     s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
     s.add_argument("--format", default="lop", choices=["lop", "hf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "

@@ -110,7 +110,7 @@ def write_hf(model:nn.Module, folder, processor=None) -> dict:
     manifest = dict(format="lop-hf", version=1, model_class=base, auto_map=config.auto_map, ffn_names=[f.name for f in ffns],
                     ffn_widths=[f.width for f in ffns], down_bias=[f.down.bias is not None for f in ffns],
                     dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
-                    sha256={n: file_sha256(folder/n) for n in files}, fingerprint=model_fingerprint(model))
+                    sha256={n: file_sha256(folder/n) for n in files}, fingerprint=model_fingerprint(model), **lineage(model))
     write_json_atomic(folder/"lop.json", manifest)
     return manifest
 
@@ -158,7 +158,7 @@ def load_hf(path, manifest:dict, device="cpu", dtype=None) -> nn.Module:
     text.per_layer_config, text.serialize_explicit_per_layer_config = None, False
     if hasattr(model.config, "auto_map"): del model.config.auto_map
     model.config.architectures = [cls.__base__.__name__]
-    return model.to(device).eval()
+    return set_lineage(model.to(device), manifest).eval()
 
 def transformers_call(path) -> str:
     "How plain transformers loads the folder `path` written by `write_hf`: the auto class named in its config."

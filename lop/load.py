@@ -131,10 +131,16 @@ def _hf_folder(p:Path, dtype:str):
 
 def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto"):
     "(model, processor or tokenizer) for a registered name, a `.gguf` file, `testbed`, a lop checkpoint or a Hugging Face folder."
-    from lop.testbed import load_testbed, load_processor, is_testbed
-    from lop.prune import load_pruned
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     pretrained = str(pretrained)
+    model, proc = _load_any(pretrained, device, dtype)
+    if not (Path(pretrained)/"lop.json").is_file():   # a dense model is its own source; a checkpoint's comes from its manifest
+        model.lop_source = pretrained if pretrained == "testbed" or pretrained in REAL_MODELS else str(Path(pretrained).resolve())
+    return model, proc
+
+def _load_any(pretrained:str, device:str, dtype:str):
+    from lop.testbed import load_testbed, load_processor, is_testbed
+    from lop.prune import load_pruned
     if pretrained == "testbed": return load_testbed(device=device)
     if pretrained in REAL_MODELS: return load_gguf(gguf_path(pretrained), REAL_MODELS[pretrained].describe(), device)
     p = Path(pretrained)
@@ -146,7 +152,8 @@ def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto")
         try: proc = load_processor(p)
         except (OSError, ValueError, KeyError, TypeError):
             import transformers as tf
-            proc = tf.AutoTokenizer.from_pretrained(p)
+            try: proc = tf.AutoTokenizer.from_pretrained(p)
+            except (OSError, ValueError, KeyError, TypeError): proc = None   # saved without a processor or tokenizer
         return model, proc
     if is_testbed(p): return load_testbed(p, device=device)
     model, proc = _hf_folder(p, dtype)

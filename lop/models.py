@@ -9,7 +9,8 @@ import torch, torch.nn as nn
 from .core import *
 
 # %% auto 0
-__all__ = ['language_backbone', 'FFN', 'find_ffns', 'input_device', 'model_fingerprint', 'model_stats']
+__all__ = ['LINEAGE', 'language_backbone', 'FFN', 'find_ffns', 'input_device', 'model_fingerprint', 'lineage', 'set_lineage',
+           'model_stats']
 
 # %% ../nbs/02_models.ipynb 5
 def language_backbone(model:nn.Module) -> tuple[str, nn.Module, nn.ModuleList]:
@@ -95,6 +96,19 @@ def model_fingerprint(model:nn.Module) -> str:
                        _weight_sample(ffns[0].down.weight), _weight_sample(ffns[-1].gate.weight))
 
 # %% ../nbs/02_models.ipynb 19
+LINEAGE = ("source", "recovery")
+
+def lineage(model:nn.Module) -> dict:
+    "What a checkpoint's manifest records of where `model` came from (`source`, `recovery`), when known."
+    return {k: getattr(model, f"lop_{k}") for k in LINEAGE if getattr(model, f"lop_{k}", None) is not None}
+
+def set_lineage(model:nn.Module, manifest:dict) -> nn.Module:
+    "Give `model` the lineage its checkpoint's `manifest` records."
+    for k in LINEAGE:
+        if manifest.get(k) is not None: setattr(model, f"lop_{k}", manifest[k])
+    return model
+
+# %% ../nbs/02_models.ipynb 22
 def _attn_width(layer:nn.Module) -> int:
     q = getattr(getattr(layer, "self_attn", None), "q_proj", None)
     return q.out_features if isinstance(q, nn.Linear) else 0

@@ -186,7 +186,7 @@ def _write_lop(model:nn.Module, folder:Path, processor=None):
     manifest = dict(format="lop-pruned", version=1, model_class=type(model).__name__,
                     ffn_widths=[f.width for f in ffns], down_bias=[f.down.bias is not None for f in ffns],
                     dtype=str(next(model.parameters()).dtype).replace("torch.", ""), aliases=alias,
-                    sha256=file_sha256(folder/"model.safetensors"), fingerprint=model_fingerprint(model))
+                    sha256=file_sha256(folder/"model.safetensors"), fingerprint=model_fingerprint(model), **lineage(model))
     write_json_atomic(folder/"lop.json", manifest)
 
 def save_pruned(model:nn.Module, path, processor=None, format:str="lop") -> Path:
@@ -250,6 +250,6 @@ def load_pruned(path, device="cpu", dtype=None) -> nn.Module:
     meta_left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     check(not res.unexpected_keys and not meta_left, f"{wfile} does not match the model: unexpected {res.unexpected_keys[:3]}, "
           f"missing {meta_left[:3]}", "the checkpoint is inconsistent: save the model again")
-    model = model.to(device)
+    model = set_lineage(model.to(device), man)
     if dtype is not None: model = model.to(dtype)
     return model.eval()

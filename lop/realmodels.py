@@ -44,9 +44,9 @@ class RealBudget:
 
 REAL_BUDGETS = {
     ("smollm2-135m", "full"): RealBudget(test=16, last_word=60),
-    ("smollm2-135m", "quick"): RealBudget(test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=2),
+    ("smollm2-135m", "quick"): RealBudget(test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=1),
     ("gemma3-270m", "full"): RealBudget(validation=1, evaluations=32, test=8, last_word=40),
-    ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=2),
+    ("gemma3-270m", "quick"): RealBudget(validation=1, evaluations=32, test=2, last_word=8, ratios=(0.3, 0.5), zo_samples=1),
 }
 for m_ in REAL_MODELS:   # seconds: a tiny search of its own, so that the whole pipeline runs without shipped artefacts
     REAL_BUDGETS[(m_, "smoke")] = replace(REAL_BUDGETS[(m_, "quick")], seq_len=64, calibration=8, validation=1, test=2, last_word=4,
