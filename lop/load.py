@@ -87,8 +87,9 @@ def _dequantise(path:Path, dst:Path, description:str):
         model.save_pretrained(tmp); tok.save_pretrained(tmp)
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         write_json_atomic(tmp/_MANIFEST, dict(gguf=path.name, gguf_sha256=file_sha256(path), description=description, files=files))
-        if dst.exists(): shutil.rmtree(dst)
-        tmp.rename(dst)
+        old = dst.rename(dst.with_name(f".{dst.name}.old-{os.getpid()}")) if dst.exists() else None   # two renames: a reader never
+        tmp.rename(dst)                                                                                 # sees a half-deleted cache
+        if old is not None: shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
 
