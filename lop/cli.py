@@ -160,6 +160,8 @@ def cmd_prune(a):
 
 def _recovery_data(proc, a) -> tuple[list, dict]:
     "Recovery batches and what they are: the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."
+    check(proc is not None, "the checkpoint was saved without its tokenizer or processor: recovery has no way to encode its data",
+          "prune the model again with lop prune (it saves the tokenizer), or save_pruned(model, path, processor)")
     if _is_text(proc):
         td = _text(proc, a, calibration=a.windows, batch_size=a.batch_size)
         return td.calibration, dict(corpus=a.corpus, split="calibration", windows=a.windows, seq_len=256, documents=td.meta["documents"]["calibration"])

@@ -52,3 +52,13 @@ def test_bad_input(pruned_hf, tmp_path, capsys):
     assert "the teacher is a LlamaForCausalLM" in capsys.readouterr().err and not (tmp_path/"x").exists()
     assert main(["recover", str(tmp_path), "--steps", "1", "--out", str(tmp_path/"x")]) == 2
     assert "not a pruned checkpoint" in capsys.readouterr().err
+
+@pytest.mark.slow   # the real model end to end through the command line
+def test_recover_smollm2_from_the_command_line(tmp_path):
+    "A real pretrained model: SmolLM2 pruned to 30 %, then `lop recover` for one step on its calibration windows of pydoc."
+    assert main(["prune", "--model", "smollm2-135m", "--target", "0.3", "--out", str(tmp_path/"s30")]) == 0
+    assert json.loads((tmp_path/"s30"/"lop.json").read_text())["source"] == "smollm2-135m"
+    assert main(["recover", str(tmp_path/"s30"), "--steps", "1", "--windows", "4", "--out", str(tmp_path/"s30r")]) == 0
+    rec = json.loads((tmp_path/"s30r"/"lop.json").read_text())["recovery"]
+    assert rec["data"]["corpus"] == "pydoc" and rec["data"]["split"] == "calibration" and rec["tokens"] == 4 * 256
+    assert [f.width for f in find_ffns(load_pruned(tmp_path/"s30"))] == [f.width for f in find_ffns(load_pruned(tmp_path/"s30r"))]
