@@ -71,11 +71,11 @@ def _dataset_file(name:str, teacher:str="mcts") -> str: return f"{name}.jsonl" i
 
 class RealRun:
     "Model, data, importance, evaluators, search dataset and predictors of the real-model track, built lazily."
-    def __init__(self, model:str="smollm2-135m", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True):
+    def __init__(self, model:str="smollm2-135m", mode:str="quick", seed:int=0, work_dir="runs/quick/work", shipped:bool=True, device:str="cpu"):
         self.name, self.mode, self.seed, self.b, self.shipped = model, mode, seed, real_budget(model, mode), shipped
         self.work = Path(work_dir)/model; self.work.mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
-        self.model, self.tok = load_model(model, device="cpu")
+        self.model, self.tok = load_model(model, device=device)
         self.description = self.model.lop_description
         self.n_layers, self._cache = len(find_ffns(self.model)), {}
 
