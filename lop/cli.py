@@ -172,7 +172,8 @@ def _recovery_data(proc, a) -> tuple[list, dict]:
 def _recover(m, proc, teacher:str, a, steps:int):
     "Distil the dense `teacher` (a name or path load_model takes) into the pruned `m` in place, its record kept as `m.lop_recovery`."
     from lop.recover import recover, RecoverRecipe
-    recipe = RecoverRecipe(steps=steps, lr=a.lr, temperature=a.temperature, accumulate=a.accumulate, seed=a.seed)   # checks the numbers first
+    given = {k: getattr(a, k) for k in ("lr", "temperature", "lora_rank", "lora_alpha") if getattr(a, k) is not None}   # the rest: RecoverRecipe's defaults
+    recipe = RecoverRecipe(steps=steps, accumulate=a.accumulate, seed=a.seed, **given)   # checks the numbers first
     dense, _ = _load(teacher, a.device)
     batches, data = _recovery_data(proc, a)
     ck = Path(a.out).with_name(Path(a.out).name + ".recover.pt")   # beside the output: a killed run continues from it
@@ -244,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="*", help="run only these notebooks")
     s.add_argument("--workers", type=int, default=1, help="Ray workers for the notebooks' searches (1: no Ray)")
     def recovery_args(s):
-        s.add_argument("--lr", type=float, default=5e-5, help="recovery: peak learning rate"); s.add_argument("--temperature", type=float, default=1.0)
+        s.add_argument("--lr", type=float, default=None, help="recovery: peak learning rate (default: RecoverRecipe's)"); s.add_argument("--temperature", type=float, default=None)
+        s.add_argument("--lora-rank", type=int, default=None, help="recovery: 0 trains every remaining weight; r > 0 trains LoRA adapters of rank r, merged back")
+        s.add_argument("--lora-alpha", type=float, default=None)
         s.add_argument("--accumulate", type=int, default=1); s.add_argument("--batch-size", type=int, default=4, help="recovery: windows per batch")
         s.add_argument("--windows", type=int, default=64, help="recovery data: calibration windows of 256 tokens (SynthVQA: items)")
         s.add_argument("--checkpoint-every", type=int, default=10)

@@ -39,6 +39,15 @@ def test_recover_a_checkpoint_again(pruned_hf, tmp_path):
     assert b.lop_recovery["steps"] == 2 and b.lop_source == "testbed"
     assert not torch.equal(find_ffns(a)[0].down.weight, find_ffns(b)[0].down.weight)
 
+def test_recover_with_lora_adapters(pruned_hf, tmp_path):
+    "`--lora-rank` trains adapters and merges them back: the same tensors as before (no adapter left), other values, the recipe recorded."
+    assert main(["recover", str(pruned_hf), "--steps", "2", *SMALL[:-2], "--lr", "1e-3", "--lora-rank", "4", "--out", str(tmp_path/"lora")]) == 0
+    a, b = load_pruned(pruned_hf), load_pruned(tmp_path/"lora")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+    assert b.lop_recovery["recipe"]["lora_rank"] == 4 and b.lop_recovery["recipe"]["lr"] == 1e-3
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
 def test_bad_input(pruned_hf, tmp_path, capsys):
     from lop.toy import toy_model
     assert main(["recover", str(pruned_hf), "--steps", "0", "--out", str(tmp_path/"x")]) == 2
