@@ -2,7 +2,6 @@
 import json, os
 from pathlib import Path
 import numpy as np, pytest, torch, transformers as tf
-pytest.importorskip("llama_cpp")
 from gguf import GGUFReader
 import lop.gguf as G
 from lop.core import LOPError
@@ -123,3 +122,25 @@ def test_smollm2_pruned_to_30_percent(tmp_path):
         rep = G.write_gguf(model, tmp_path/f"s.{dtype}.gguf", dtype=dtype)     # tokenizer copied from the source GGUF
         assert rep["ok"] and rep["next_token_agreement"] >= rep["tokens"] - 3, rep
         assert list(GGUFReader(tmp_path/f"s.{dtype}.gguf").fields["deci.feed_forward_length"].contents()) == widths
+
+def test_the_command_line_takes_the_format():
+    from lop.cli import _parser
+    a = _parser().parse_args(["prune", "--model", "smollm2-135m", "--target", "0.3", "--out", "x", "--format", "gguf", "--gguf-dtype", "q8_0"])
+    assert (a.format, a.gguf_dtype) == ("gguf", "q8_0")
+
+@pytest.mark.slow   # the user path: lop prune --format gguf on SmolLM2, then the folder loads in lop and the file in llama.cpp
+def test_prune_to_gguf_from_the_command_line(tmp_path):
+    import subprocess, sys, llama_cpp
+    from lop.load import load_model
+    lop = Path(sys.executable).with_name("lop")
+    r = subprocess.run([str(lop), "prune", "--model", "smollm2-135m", "--target", "0.3", "--out", str(tmp_path/"s30"), "--format", "gguf",
+                        "--gguf-dtype", "q8_0"], capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    man = json.loads((tmp_path/"s30"/"lop.json").read_text())
+    assert man["gguf"]["dtype"] == "q8_0" and man["gguf"]["check"]["ok"]
+    m, tok = load_model(str(tmp_path/"s30"), device="cpu")
+    assert m.lop_gguf == str(tmp_path/"s30"/"model.gguf")
+    llm = llama_cpp.Llama(m.lop_gguf, n_ctx=128, verbose=False)
+    out = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0)
+    assert out["choices"][0]["message"]["content"].strip()
+    llm.close()
