@@ -51,7 +51,7 @@ def test_f32_runs_in_llama_cpp_at_the_plans_widths(tmp_path, pruned, tok):
     ids = tok("def f(x): return x").input_ids
     a = G.gguf_logits(tmp_path/"m.gguf", ids)
     with torch.no_grad(): b = pruned(input_ids=torch.tensor([ids])).logits[0].numpy()
-    assert np.abs(a - b).max() < 1e-4 * max(1.0, np.abs(b).max())
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()       # float32 weights; llama.cpp keeps its KV cache in f16
 
 def test_tokenizer_and_chat_template_carry_over(tmp_path, pruned, tok):
     import llama_cpp
