@@ -152,8 +152,9 @@ def _llama(path, n_ctx:int):
     log = io.StringIO()          # llama.cpp logs through llama-cpp-python's callback, which prints to sys.stderr
     try:
         with contextlib.redirect_stderr(log):
-            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                                   n_threads=max(1, torch.get_num_threads()), verbose=True)
+            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=True,
+                                   type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,   # the file's precision, not the cache's
+                                   n_threads=max(1, torch.get_num_threads()))
     except (ValueError, RuntimeError) as e:
         why = [l.strip() for l in log.getvalue().splitlines() if any(s in l for s in ("error", "failed", "wrong", "missing"))]
         raise LOPError(f"llama.cpp refuses {path}: {'; '.join(why[-3:]) or e}",
