@@ -190,7 +190,9 @@ def cmd_recover(a):
     check(teacher, f"{folder} does not name the dense model it was cut from (no 'source' in its lop.json)", "pass --teacher NAME_OR_PATH")
     m, proc = _load(str(folder), a.device)
     _recover(m, proc, teacher, a, a.steps)
-    save_pruned(m, a.out, proc, format="hf" if man.get("format") == "lop-hf" else "lop"); print(f"→ {a.out}")
+    g = man.get("gguf") if isinstance(man.get("gguf"), dict) else None    # a gguf folder stays one, in its dtype
+    fmt = "hf" if man.get("format") == "lop-hf" else "gguf" if g else "lop"
+    save_pruned(m, a.out, proc, format=fmt, dtype=g.get("dtype") if g else None); print(f"→ {a.out}")
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
