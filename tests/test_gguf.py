@@ -144,3 +144,13 @@ def test_prune_to_gguf_from_the_command_line(tmp_path):
     out = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0)
     assert out["choices"][0]["message"]["content"].strip()
     llm.close()
+
+def test_flap_bias_compensation_is_carried(tmp_path, tok):
+    "FLAP's compensation puts a bias on down_proj: deci reads it as ffn_down.bias."
+    cfg = toy_config("llama", layers=3, hidden=64, ffn=128); cfg.vocab_size, cfg.initializer_range = 320, 0.1
+    torch.manual_seed(1); m = tf.LlamaForCausalLM(cfg).eval()
+    flap = collect_importance(m, [toy_batch(m, (12, 9), image=False, seed=s) for s in range(2)], "flap", progress=False)
+    slice_ffn(m, make_plan(flap, RATIOS), compensate=flap)
+    assert all(f.down.bias is not None for f in find_ffns(m))
+    rep = G.write_gguf(m, tmp_path/"m.gguf", tok, dtype="f32")
+    assert rep["ok"] and "blk.0.ffn_down.bias" in {t.name for t in GGUFReader(tmp_path/"m.gguf").tensors}
