@@ -156,7 +156,7 @@ def cmd_prune(a):
     _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']}")
     if a.recover: _recover(m, proc, a.model, a, a.recover)
-    save_pruned(m, a.out, proc, format=a.format); print(f"→ {a.out}")
+    save_pruned(m, a.out, proc, format=a.format, dtype=a.gguf_dtype); print(f"→ {a.out}")
 
 def _recovery_data(proc, a) -> tuple[list, dict]:
     "Recovery batches and what they are: the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."
@@ -191,7 +191,9 @@ def cmd_recover(a):
     check(teacher, f"{folder} does not name the dense model it was cut from (no 'source' in its lop.json)", "pass --teacher NAME_OR_PATH")
     m, proc = _load(str(folder), a.device)
     _recover(m, proc, teacher, a, a.steps)
-    save_pruned(m, a.out, proc, format="hf" if man.get("format") == "lop-hf" else "lop"); print(f"→ {a.out}")
+    g = man.get("gguf") if isinstance(man.get("gguf"), dict) else None    # a gguf folder stays one, in its dtype
+    fmt = "hf" if man.get("format") == "lop-hf" else "gguf" if g else "lop"
+    save_pruned(m, a.out, proc, format=fmt, dtype=g.get("dtype") if g else None); print(f"→ {a.out}")
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
@@ -261,8 +263,9 @@ def _parser() -> argparse.ArgumentParser:
     recovery_args(s)
     s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
-    s.add_argument("--format", default="lop", choices=["lop", "hf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
-                   "plain transformers loads with trust_remote_code=True, without lop")
+    s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
+                   "plain transformers loads with trust_remote_code=True, without lop; gguf: lop's own plus model.gguf for llama.cpp (Llama family)")
+    s.add_argument("--gguf-dtype", choices=["f32", "f16", "q8_0"], help="with --format gguf: the GGUF file's weights (default f16)")
     return p
 
 def main(argv=None) -> int:

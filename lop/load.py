@@ -107,7 +107,7 @@ def load_gguf(path, description:str|None=None, device="cpu"):
         if d.exists(): warnings.warn(f"the cached model in {d} does not match its manifest: rebuilding it", LOPWarning, stacklevel=2)
         _dequantise(path, d, description)
     model = tf.AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).to(device).eval()
-    model.lop_description = description
+    model.lop_description, model.lop_gguf_source = description, str(path)   # the file a GGUF export copies the tokenizer from
     return model, tf.AutoTokenizer.from_pretrained(d)
 
 # %% ../nbs/22_load.ipynb 17
@@ -137,7 +137,19 @@ def load_model(pretrained:str="testbed", device:str|None=None, dtype:str="auto")
     model, proc = _load_any(pretrained, device, dtype)
     if not (Path(pretrained)/"lop.json").is_file():   # a dense model is its own source; a checkpoint's comes from its manifest
         model.lop_source = pretrained if pretrained == "testbed" or pretrained in REAL_MODELS else str(Path(pretrained).resolve())
+    else: _gguf_lineage(model, Path(pretrained))
     return model, proc
+
+def _gguf_lineage(model, folder:Path):
+    "On a checkpoint: `lop_gguf`, its llama.cpp file (format='gguf'), and `lop_gguf_source`, the GGUF its dense source came from."
+    try: g = (json.loads((folder/"lop.json").read_text()) or {}).get("gguf")
+    except (OSError, json.JSONDecodeError, AttributeError): g = None
+    if isinstance(g, dict) and (folder/g.get("file", "")).is_file(): model.lop_gguf = str(folder/g["file"])
+    src = getattr(model, "lop_source", None)
+    if src in REAL_MODELS and len(REAL_MODELS[src].packages) == 1:
+        try: model.lop_gguf_source = str(gguf_path(src))
+        except LOPError: pass   # the package is gone: a GGUF export then asks for source= or tokenizer=
+    elif src and str(src).endswith(".gguf") and Path(src).is_file(): model.lop_gguf_source = str(src)
 
 def _load_any(pretrained:str, device:str, dtype:str):
     from lop.testbed import load_testbed, load_processor, is_testbed

@@ -174,7 +174,7 @@ def _aliases(sd:dict) -> dict:
         else: first.setdefault(key, k)
     return alias
 
-def _write_lop(model:nn.Module, folder:Path, processor=None):
+def _write_lop(model:nn.Module, folder:Path, processor=None, **extra):
     "Fill `folder` with lop's own format: all tensors, the config, the processor and the manifest `lop.json`."
     ffns = find_ffns(model)
     sd = model.state_dict()
@@ -186,13 +186,22 @@ def _write_lop(model:nn.Module, folder:Path, processor=None):
     manifest = dict(format="lop-pruned", version=1, model_class=type(model).__name__,
                     ffn_widths=[f.width for f in ffns], down_bias=[f.down.bias is not None for f in ffns],
                     dtype=str(next(model.parameters()).dtype).replace("torch.", ""), aliases=alias,
-                    sha256=file_sha256(folder/"model.safetensors"), fingerprint=model_fingerprint(model), **lineage(model))
+                    sha256=file_sha256(folder/"model.safetensors"), fingerprint=model_fingerprint(model), **lineage(model), **extra)
     write_json_atomic(folder/"lop.json", manifest)
 
-def save_pruned(model:nn.Module, path, processor=None, format:str="lop") -> Path:
-    "Save a (pruned or dense) model to the folder `path` in lop's `format`, or as `hf` for plain transformers; written to a temporary folder, then moved into place."
-    check(format in ("lop", "hf"), f"unknown checkpoint format {format!r}",
-          "use format='lop' (lop's own, read by load_pruned) or format='hf' (loads with plain transformers, trust_remote_code=True)")
+def _write_gguf(model:nn.Module, folder:Path, processor, dtype:str):
+    "lop's own format plus `model.gguf` for llama.cpp (checked there before anything is kept), recorded in the manifest."
+    from lop.gguf import write_gguf
+    check_ = write_gguf(model, folder/"model.gguf", processor, dtype)
+    _write_lop(model, folder, processor, gguf=dict(file="model.gguf", dtype=dtype, sha256=file_sha256(folder/"model.gguf"), check=check_))
+
+def save_pruned(model:nn.Module, path, processor=None, format:str="lop", dtype:str|None=None) -> Path:
+    "Save a (pruned or dense) model to the folder `path` in lop's `format`, as `hf` for plain transformers, or as `gguf` (lop's format plus a llama.cpp file of `dtype`); written to a temporary folder, then moved into place."
+    check(format in ("lop", "hf", "gguf"), f"unknown checkpoint format {format!r}",
+          "use format='lop' (lop's own, read by load_pruned), format='hf' (loads with plain transformers, trust_remote_code=True) "
+          "or format='gguf' (lop's own plus model.gguf for llama.cpp; Llama-family models)")
+    check(dtype is None or format == "gguf", f"dtype={dtype!r} is for format='gguf' only; the {format} format keeps the model's own dtype",
+          "drop dtype, or save with format='gguf'")
     path = Path(path)
     find_ffns(model)                                       # refuse what lop cannot prune before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +210,7 @@ def save_pruned(model:nn.Module, path, processor=None, format:str="lop") -> Path
         if format == "hf":
             from lop.hf import write_hf
             write_hf(model, tmp, processor)
+        elif format == "gguf": _write_gguf(model, tmp, processor, dtype or "f16")
         else: _write_lop(model, tmp, processor)
         old = None
         if path.exists(): old = path.rename(path.with_name(f".{path.name}.old-{os.getpid()}"))

@@ -197,7 +197,7 @@ def test_load_pruned_refuses_bad_folders(plain, tmp_path):
     with pytest.raises(LOPError, match=r"AutoModelForCausalLM.from_pretrained\(.*trust_remote_code=True\)"): load_pruned(bad)
     from lop.load import load_model
     with pytest.raises(LOPError, match="without its lop.json manifest"): load_model(str(bad))
-    with pytest.raises(LOPError, match="unknown checkpoint format"): save_pruned(tiny("llama"), tmp_path/"x", format="gguf")
+    with pytest.raises(LOPError, match="unknown checkpoint format"): save_pruned(tiny("llama"), tmp_path/"x", format="onnx")
     assert not (tmp_path/"x").exists()
 
 def test_lop_prune_format_hf(plain, tmp_path, capsys):

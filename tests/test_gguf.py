@@ -1,0 +1,156 @@
+"GGUF export: a pruned Llama at per-layer FFN widths runs in llama.cpp with the model's logits, or nothing is written."
+import json, os
+from pathlib import Path
+import numpy as np, pytest, torch, transformers as tf
+from gguf import GGUFReader
+import lop.gguf as G
+from lop.core import LOPError
+from lop.toy import toy_config, toy_model, toy_batch
+from lop.importance import collect_importance
+from lop.prune import make_plan, slice_ffn, save_pruned, load_pruned
+from lop.models import find_ffns
+
+RATIOS = [0.5, 0.1, 0.75]
+
+def byte_bpe(vocab_size=300):
+    "A byte-level BPE tokenizer (GPT-2's kind) trained offline on Python's own documentation."
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from pydoc_data.topics import topics
+    t = Tokenizer(models.BPE()); t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False); t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(list(topics.values())[:10], trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    return tf.PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+def tiny_llama(seed=0):
+    "A tiny random Llama (GQA: 4 heads, 2 KV heads) with a 320-token vocabulary, pruned to three different FFN widths."
+    cfg = toy_config("llama", layers=3, hidden=64, ffn=128); cfg.vocab_size, cfg.initializer_range = 320, 0.1   # attention that matters
+    torch.manual_seed(seed)
+    m = tf.LlamaForCausalLM(cfg).eval()
+    calib = [toy_batch(m, (12, 9), image=False, seed=s) for s in range(2)]
+    return slice_ffn(m, make_plan(collect_importance(m, calib, progress=False), RATIOS))
+
+@pytest.fixture(scope="module")
+def tok(): return byte_bpe()
+
+@pytest.fixture(scope="module")
+def pruned(): return tiny_llama()
+
+@pytest.fixture(autouse=True)
+def _threads():
+    t = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(t)
+
+def test_f32_runs_in_llama_cpp_at_the_plans_widths(tmp_path, pruned, tok):
+    widths = [f.width for f in find_ffns(pruned)]
+    assert len(set(widths)) == 3                           # three layers, three widths
+    rep = G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f32")
+    assert rep["ok"] and rep["rms_over_spread"] < G.TOLERANCES["f32"] and rep["next_token_agreement"] == rep["tokens"]
+    r = GGUFReader(tmp_path/"m.gguf")
+    assert r.fields["general.architecture"].contents() == "deci"
+    assert list(r.fields["deci.feed_forward_length"].contents()) == widths
+    assert {t.name: list(t.shape) for t in r.tensors}["blk.2.ffn_down.weight"] == [widths[2], 64]   # ggml order: (in, out)
+    ids = tok("def f(x): return x").input_ids
+    a = G.gguf_logits(tmp_path/"m.gguf", ids)
+    with torch.no_grad(): b = pruned(input_ids=torch.tensor([ids])).logits[0].numpy()
+    assert np.abs(a - b).max() < 1e-3 * np.abs(b).max()       # float32 weights; llama.cpp keeps its KV cache in f16
+
+def test_tokenizer_and_chat_template_carry_over(tmp_path, pruned, tok):
+    import llama_cpp
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    try: G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f32")
+    finally: tok.chat_template = None
+    llm = llama_cpp.Llama(str(tmp_path/"m.gguf"), n_ctx=64, verbose=False)
+    text = "Return the value of x, 'as is' in 2024."
+    assert llm.tokenize(text.encode(), add_bos=False) == tok(text).input_ids     # llama.cpp tokenises as the HF tokenizer does
+    assert llm.metadata["tokenizer.chat_template"].startswith("{% for m")
+    llm.close()
+
+@pytest.mark.parametrize("dtype", ["f16", "q8_0"])
+def test_f16_and_q8_0_load_and_answer(tmp_path, pruned, tok, dtype):
+    rep = G.write_gguf(pruned, tmp_path/f"m.{dtype}.gguf", tok, dtype=dtype)
+    assert rep["ok"] and rep["dtype"] == dtype and rep["rms_over_spread"] < G.TOLERANCES[dtype]
+    types = {t.name: t.tensor_type.name for t in GGUFReader(tmp_path/f"m.{dtype}.gguf").tensors}
+    assert types["blk.0.ffn_gate.weight"] == dtype.upper() and types["blk.0.attn_norm.weight"] == "F32"
+    if dtype == "q8_0": assert types["blk.0.ffn_down.weight"] == ("Q8_0" if find_ffns(pruned)[0].width % 32 == 0 else "F16")
+
+def test_a_file_llama_cpp_refuses_is_never_written(tmp_path, pruned, tok, monkeypatch):
+    real = G.gguf_tensors
+    def corrupt(model):                                   # one row short: llama.cpp's shape check refuses the file
+        t = real(model); t["blk.1.ffn_gate.weight"] = t["blk.1.ffn_gate.weight"][:-1]; return t
+    monkeypatch.setattr(G, "gguf_tensors", corrupt)
+    with pytest.raises(LOPError, match="llama.cpp refuses"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f32")
+    assert not (tmp_path/"m.gguf").exists() and not list(tmp_path.iterdir())    # no temporary file left either
+
+def test_wrong_logits_are_never_written(tmp_path, pruned, tok, monkeypatch):
+    monkeypatch.setattr(G, "rope_permute", lambda w, n: w)   # forget llama.cpp's Q/K row order: loads, but computes something else
+    with pytest.raises(LOPError, match="differ"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f16")
+    assert not list(tmp_path.iterdir())
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen2_5_vl", "llava"])
+def test_unsupported_architectures_say_what_works(tmp_path, kind):
+    with pytest.raises(LOPError, match="format='hf'"): G.write_gguf(toy_model(kind), tmp_path/"m.gguf")
+    assert not list(tmp_path.iterdir())
+
+def test_bad_input(tmp_path, pruned, tok):
+    with pytest.raises(LOPError, match="unknown GGUF dtype"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="q4_0")
+    with pytest.raises(LOPError, match="no tokenizer"): G.write_gguf(pruned, tmp_path/"m.gguf")
+    with pytest.raises(LOPError, match="not a .gguf file"): G.write_gguf(pruned, tmp_path/"m.gguf", source=tmp_path/"x.bin")
+    with pytest.raises(LOPError, match="unknown checkpoint format"): save_pruned(pruned, tmp_path/"p", tok, format="ggml")
+    with pytest.raises(LOPError, match="dtype"): save_pruned(pruned, tmp_path/"p", tok, format="lop", dtype="f16")
+    assert not list(tmp_path.iterdir())
+
+def test_save_pruned_gguf_folder(tmp_path, pruned, tok):
+    d = save_pruned(pruned, tmp_path/"p", tok, format="gguf", dtype="f32")
+    man = json.loads((d/"lop.json").read_text())
+    assert man["gguf"]["file"] == "model.gguf" and man["gguf"]["dtype"] == "f32" and man["gguf"]["check"]["ok"]
+    assert list(GGUFReader(d/"model.gguf").fields["deci.feed_forward_length"].contents()) == man["ffn_widths"]
+    back = load_pruned(d)                                  # the folder is also a lop checkpoint
+    x = torch.tensor([tok("x = 1").input_ids])
+    with torch.no_grad(): assert torch.equal(back(input_ids=x).logits, pruned(input_ids=x).logits)
+    from lop.load import load_model
+    m, _ = load_model(str(d), device="cpu")
+    assert Path(m.lop_gguf) == d/"model.gguf"
+
+@pytest.mark.slow   # SmolLM2-135M (~1 min): pruned to 30 % by lop's predictor, every dtype checked in llama.cpp
+def test_smollm2_pruned_to_30_percent(tmp_path):
+    from lop.load import load_model
+    from lop.ondemand import prune_to
+    model, tok = load_model("smollm2-135m", device="cpu")
+    prune_to(model, 0.3)
+    widths = [f.width for f in find_ffns(model)]
+    assert len(set(widths)) > 1
+    for dtype in G.DTYPES:
+        rep = G.write_gguf(model, tmp_path/f"s.{dtype}.gguf", dtype=dtype)     # tokenizer copied from the source GGUF
+        assert rep["ok"] and rep["next_token_agreement"] >= rep["tokens"] - 3, rep
+        assert list(GGUFReader(tmp_path/f"s.{dtype}.gguf").fields["deci.feed_forward_length"].contents()) == widths
+
+def test_the_command_line_takes_the_format():
+    from lop.cli import _parser
+    a = _parser().parse_args(["prune", "--model", "smollm2-135m", "--target", "0.3", "--out", "x", "--format", "gguf", "--gguf-dtype", "q8_0"])
+    assert (a.format, a.gguf_dtype) == ("gguf", "q8_0")
+
+@pytest.mark.slow   # the user path: lop prune --format gguf on SmolLM2, then the folder loads in lop and the file in llama.cpp
+def test_prune_to_gguf_from_the_command_line(tmp_path):
+    import subprocess, sys, llama_cpp
+    from lop.load import load_model
+    lop = Path(sys.executable).with_name("lop")
+    r = subprocess.run([str(lop), "prune", "--model", "smollm2-135m", "--target", "0.3", "--out", str(tmp_path/"s30"), "--format", "gguf",
+                        "--gguf-dtype", "q8_0"], capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    man = json.loads((tmp_path/"s30"/"lop.json").read_text())
+    assert man["gguf"]["dtype"] == "q8_0" and man["gguf"]["check"]["ok"]
+    m, tok = load_model(str(tmp_path/"s30"), device="cpu")
+    assert m.lop_gguf == str(tmp_path/"s30"/"model.gguf")
+    llm = llama_cpp.Llama(m.lop_gguf, n_ctx=128, verbose=False)
+    out = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}], max_tokens=8, temperature=0)
+    assert out["choices"][0]["message"]["content"].strip()
+    llm.close()
+
+def test_flap_bias_compensation_is_carried(tmp_path, tok):
+    "FLAP's compensation puts a bias on down_proj: deci reads it as ffn_down.bias."
+    cfg = toy_config("llama", layers=3, hidden=64, ffn=128); cfg.vocab_size, cfg.initializer_range = 320, 0.1
+    torch.manual_seed(1); m = tf.LlamaForCausalLM(cfg).eval()
+    flap = collect_importance(m, [toy_batch(m, (12, 9), image=False, seed=s) for s in range(2)], "flap", progress=False)
+    slice_ffn(m, make_plan(flap, RATIOS), compensate=flap)
+    assert all(f.down.bias is not None for f in find_ffns(m))
+    rep = G.write_gguf(m, tmp_path/"m.gguf", tok, dtype="f32")
+    assert rep["ok"] and "blk.0.ffn_down.bias" in {t.name for t in GGUFReader(tmp_path/"m.gguf").tensors}
