@@ -190,9 +190,9 @@ def _run(model, ids, tokens:int) -> tuple[float, float]:
     "(prefill ms, decode ms per token) of one prefill of `ids` and `tokens` cached decode steps."
     dev = ids.device
     _sync(dev); t0 = time.perf_counter()
-    out = model(input_ids=ids, use_cache=True); _sync(dev); t1 = time.perf_counter()
-    pkv, tok = out.past_key_values, ids[:, -1:]
-    for _ in range(tokens): pkv = model(input_ids=tok, past_key_values=pkv, use_cache=True).past_key_values
+    cache = model(input_ids=ids, use_cache=True).cache; _sync(dev); t1 = time.perf_counter()
+    tok = ids[:, -1:]
+    for _ in range(tokens): model(input_ids=tok, cache=cache, use_cache=True)   # the cache grows in place
     _sync(dev); t2 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / tokens
 
