@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_ondemand.ipynb 2
 from __future__ import annotations
-import time, warnings
+import time, warnings, weakref
 from pathlib import Path
 import numpy as np
 import torch.nn as nn
@@ -13,7 +13,7 @@ from .models import find_ffns, model_fingerprint
 from .importance import Importance, load_importance, check_importance
 from .prune import make_plan, slice_ffn
 from .predictors import predict, load_predictor
-from .targets import Goal, LatencyCurve, find_target, latency_curve, reach, describe_goal, _one_target
+from .targets import Goal, LatencyCurve, find_target, latency_curve, reach, describe_goal, torch_threads, _one_target
 
 # %% auto 0
 __all__ = ['testbed_assets', 'shipped_assets', 'prune_to']
@@ -66,12 +66,22 @@ def _resolve(model, predictor, scores):
     return predictor, scores
 
 # %% ../nbs/18_ondemand.ipynb 6
-_CURVES = {}
+_CURVES, _PREDICTED = {}, {}
+
+def _predicted(predictor, target:float) -> np.ndarray:
+    "The predictor's per-layer ratios at `target`: computed once per predictor (until its weights change) and target, on one thread."
+    version = sum(p._version for p in predictor.parameters())
+    hit = _PREDICTED.get((id(predictor), float(target)))
+    if hit is not None and hit[0]() is predictor and hit[1] == version: return hit[2].copy()
+    with torch_threads(1): ratios = predict(predictor, [target])[0]   # 128-wide matrices: more threads only add waiting
+    if len(_PREDICTED) > 4096: _PREDICTED.clear()
+    _PREDICTED[(id(predictor), float(target))] = (weakref.ref(predictor), version, ratios)
+    return ratios.copy()
 
 def _allocate(predictor, quiet=True):
     "The predictor as an allocation for `lop.targets` (target ratios → per-layer ratios); the search probes the whole range, quietly."
     def allocate(ts):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch_threads(1):
             if quiet: warnings.simplefilter("ignore", LOPWarning)
             return predict(predictor, ts)
     return allocate
@@ -93,7 +103,7 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
     t0 = time.perf_counter()
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
-    if kind == "ratio": ratios, goal = predict(predictor, [target])[0], None
+    if kind == "ratio": ratios, goal = _predicted(predictor, target), None
     else:
         allocate, kw = _allocate(predictor), dict(latency_kw or {})
         if kind == "latency" and curve is None: curve = _curve(model, predictor, allocate, multiple_of, kw)
