@@ -293,34 +293,35 @@ def run_real(out="results", models=("smollm2-135m",), quick=False) -> dict:
     return old["cpu"]
 
 def bench_prune_limit(name:str="smollm2-135m", target:float=0.3, repeat:int=7, threads:int|None=1) -> dict:
-    "`prune_to` at `target` on the model `name` (its shipped predictor and scores) ÷ one memory copy of the FFN weights it keeps, timed alternately; and where its time goes."
+    "`prune_to` at `target` on the model `name` (its shipped predictor and scores) ÷ one memory copy of the FFN weights it keeps, timed in pairs; and where its time goes."
     from lop.load import load_model
     from lop.ondemand import prune_to
     from lop.targets import pruned_copy, torch_threads
     model, _ = load_model(name, device="cpu")
     def prune(t):   # a copy that shares the dense tensors (not timed): prune_to allocates and copies what it keeps
         c = pruned_copy(model)
-        t0 = time.perf_counter(); _, info = prune_to(c, t); return time.perf_counter() - t0, info
+        t0 = time.perf_counter(); _, info = prune_to(c, t); return time.perf_counter() - t0, info, c
     def copy(ffns, kept):   # the floor: the same bytes into tensors of the same sizes, by plain contiguous copies
         t0 = time.perf_counter()
         out = [(f.gate.weight[:k].clone(), f.up.weight[:k].clone(), f.down.weight.reshape(-1)[: f.down.out_features * k].clone())
                for f, k in zip(ffns, kept)]
         return time.perf_counter() - t0, out
     with torch_threads(threads) as n:
-        _, info = prune(target)   # the first call reads the predictor and scores (cached from then on)
+        _, info, _ = prune(target)   # the first call reads the predictor and scores (cached from then on)
         ffns, kept = find_ffns(model), info["kept"]
         nbytes = sum((f.gate.in_features + f.up.in_features + f.down.out_features) * k * f.gate.weight.element_size() for f, k in zip(ffns, kept))
         warm, new, copy_, stages = [], [], [], []
-        for i in range(repeat):   # alternately; each result lives until the next of its kind, as a pruned model would
-            dt, info = prune(target); warm.append(dt); stages.append(info["seconds"])
-            dt, _ = copy(ffns, kept); copy_.append(dt)
+        for i in range(repeat):   # in pairs, each first in turn (each finds the memory the other left); both results alive until the pair is done
+            runs = {k: prune(target) if k == "prune" else copy(ffns, kept) for k in (("prune", "copy") if i % 2 == 0 else ("copy", "prune"))}
+            warm.append(runs["prune"][0]); stages.append(runs["prune"][1]["seconds"]); copy_.append(runs["copy"][0])
+            del runs
             new.append(prune(target + (i + 1) * 1e-4)[0])   # a target not seen before: the predictor runs
         prov = provenance(threads=n)
     med = statistics.median
     return dict(model=name, target=target, threads=n, kept_bytes=nbytes, repeat=repeat, prune_s=med(warm), copy_s=med(copy_),
                 new_target_s=med(new), stages_s={k: med(s[k] for s in stages) for k in stages[0]},
-                samples_s=dict(prune=warm, copy=copy_, new_target=new), ratio=_goal(med(warm) / med(copy_), 2.0),
-                new_target_ratio=med(new) / med(copy_), provenance=prov)
+                samples_s=dict(prune=warm, copy=copy_, new_target=new), ratio=_goal(med(a / b for a, b in zip(warm, copy_)), 2.0),
+                new_target_ratio=med(a / b for a, b in zip(new, copy_)), provenance=prov)
 
 def run_prune_limit(out="results", name="smollm2-135m", repeat:int=7) -> dict:
     "Only the prune-at-the-limit row (`bench_prune_limit`), written into the CPU entry of `out/bench.json` and `bench.md`."
