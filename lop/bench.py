@@ -16,7 +16,7 @@ from .prune import make_plan, slice_ffn
 # %% auto 0
 __all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_rounding',
            'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_real', 'run_real',
-           'bench_prune_limit', 'run_prune_limit', 'bench_markdown', 'bench_scale', 'main']
+           'bench_prune_limit', 'run_prune_limit', 'bench_targets', 'bench_markdown', 'bench_scale', 'main']
 
 # %% ../nbs/21_bench.ipynb 5
 def _sync(device):
@@ -332,6 +332,44 @@ def run_prune_limit(out="results", name="smollm2-135m", repeat:int=7) -> dict:
     write_json_atomic(path, old); write_text_atomic(Path(out)/"bench.md", bench_markdown(old))
     return old["cpu"]["prune_limit"]
 
+def bench_targets(out="results", name:str="smollm2-135m", targets=(dict(params="100M"), dict(size="200MB", dtype="bf16"), dict(size="100MB", dtype="q8_0")),
+                  latency:str|None=None, threads:int=1, tokens:int=16, prompt:int=32, repeats:int=5) -> dict:
+    "Targets in the user's units on the model `name`: what each asked, reached and how; a latency target (default: halfway between the measured floor and the dense model, in whole ms) measured with `threads`. Writes `out/targets_{name}.json` and `.md`."
+    from lop.load import load_model
+    from lop.ondemand import prune_to, _curve, _allocate, _resolve
+    from lop.targets import pruned_copy, describe_goal, torch_threads
+    model, _ = load_model(name, device="cpu")
+    rows, kw = [], dict(tokens=tokens, prompt=prompt, repeats=repeats, threads=threads)
+    for t in targets:
+        _, info = prune_to(pruned_copy(model), **t)
+        g = info["goal"]
+        rows.append(dict(t, requested=g.requested, reached=g.reached, predicted=g.predicted, ratio=g.ratio, dense=g.dense, floor=g.floor,
+                         report=describe_goal(g)))
+    predictor, _ = _resolve(model, None, None)
+    curve = _curve(model, predictor, _allocate(predictor), 1, kw)
+    latency = latency or f"{round((curve.dense_ms + curve.floor_ms) / 2)}ms"
+    with torch_threads(threads):
+        _, info = prune_to(pruned_copy(model), latency=latency, latency_kw=kw)
+    g = info["goal"]
+    rows.append(dict(latency=latency, requested=g.requested, reached=g.reached, predicted=g.predicted, ratio=g.ratio, dense=curve.dense_ms,
+                     floor=curve.floor_ms, samples=g.measured.decode_samples, curve=dict(ratios=curve.ratios, decode_ms=curve.decode_ms,
+                     prefill_ms=curve.prefill_ms), report=describe_goal(g)))
+    with torch_threads(threads): res = dict(model=name, rows=rows, provenance=provenance(threads=threads))
+    write_json_atomic(Path(out)/f"targets_{name}.json", res)
+    md = [f"# Targets in the user's units: {name}", "", f"{res['provenance']['device']}, {res['provenance']['time'][:10]} "
+          f"(commit {_short(res['provenance']['commit'])}); written by `python -m bench --targets` (lop.bench.bench_targets)", "",
+          "| target | reached | predicted | target ratio | dense | smallest reachable / floor |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "latency" in r:
+            md.append(f"| latency {r['latency']} (1 thread: {threads}) | {r['reached']:.2f} ms/token measured (runs {', '.join(f'{v:.1f}' for v in r['samples'])}) "
+                      f"| {r['predicted']:.2f} ms/token | {r['ratio']:.4f} | {r['dense']:.2f} ms/token | {r['floor']:.2f} ms/token |")
+        else:
+            what = f"params {r['params']}" if "params" in r else f"size {r['size']} in {r['dtype']}"
+            md.append(f"| {what} | {r['reached']:,} | {r['predicted']:,} | {r['ratio']:.4f} | {r['dense']:,} | {r['floor']:,} |")
+    md += ["", "The reports, as `lop prune` prints them:", ""] + [f"```\n{r['report']}\n```\n" for r in rows]
+    write_text_atomic(Path(out)/f"targets_{name}.md", "\n".join(md))
+    return res
+
 def _merge_json(path:Path, res:dict):
     "Keep the latest run of each kind of device in one file: {'cpu': ..., 'cuda': ...}."
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -442,15 +480,17 @@ def _constant():
 
 # %% ../nbs/21_bench.ipynb 22
 def main(argv=None) -> int:
-    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only | --prune-limit]`: the performance suite; returns the exit status (2 for an `LOPError`)."
+    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only | --prune-limit | --targets]`: the performance suite; returns the exit status (2 for an `LOPError`)."
     import argparse, sys
     p = argparse.ArgumentParser(prog="python -m bench", description="the performance suite (ratios measured side by side); writes OUT/bench.json and bench.md")
     p.add_argument("--out", default="results"); p.add_argument("--device", default=None); p.add_argument("--quick", action="store_true")
     p.add_argument("--shape", default="3b", choices=["3b", "7b"]); p.add_argument("--layers", type=int, default=None)
     p.add_argument("--real-only", action="store_true", help="only the on-demand rows of the real models, added to the CPU run")
     p.add_argument("--prune-limit", action="store_true", help="only prune_to on SmolLM2 at 30%% ÷ one copy of the kept weights, added to the CPU run")
+    p.add_argument("--targets", action="store_true", help="only the targets in the user's units on SmolLM2 (results/targets_smollm2-135m.md)")
     a = p.parse_args(argv)
     try:
+        if a.targets: bench_targets(a.out); print((Path(a.out)/"targets_smollm2-135m.md").read_text()); return 0
         if a.prune_limit: run_prune_limit(a.out, repeat=3 if a.quick else 7)
         elif a.real_only: run_real(a.out, quick=a.quick)
         else: run_suite(a.out, a.device, a.shape, a.layers, a.quick)
