@@ -361,7 +361,7 @@ def bench_targets(out="results", name:str="smollm2-135m", targets=(dict(params="
           "| target | reached | predicted | target ratio | dense | smallest reachable / floor |", "|---|---|---|---|---|---|"]
     for r in rows:
         if "latency" in r:
-            md.append(f"| latency {r['latency']} (1 thread: {threads}) | {r['reached']:.2f} ms/token measured (runs {', '.join(f'{v:.1f}' for v in r['samples'])}) "
+            md.append(f"| latency {r['latency']} ({threads} thread{'s' * (threads != 1)}) | {r['reached']:.2f} ms/token measured (runs {', '.join(f'{v:.1f}' for v in r['samples'])}) "
                       f"| {r['predicted']:.2f} ms/token | {r['ratio']:.4f} | {r['dense']:.2f} ms/token | {r['floor']:.2f} ms/token |")
         else:
             what = f"params {r['params']}" if "params" in r else f"size {r['size']} in {r['dtype']}"
