@@ -4,7 +4,7 @@
 
 # %% ../nbs/31_targets.ipynb 2
 from __future__ import annotations
-import contextlib, copy, math, re, statistics, time, warnings
+import contextlib, copy, math, re, statistics, time
 from dataclasses import dataclass, field
 import numpy as np, torch, torch.nn as nn
 from .core import *
