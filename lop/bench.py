@@ -16,7 +16,7 @@ from .prune import make_plan, slice_ffn
 # %% auto 0
 __all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_rounding',
            'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_real', 'run_real',
-           'bench_markdown', 'bench_scale', 'main']
+           'bench_prune_limit', 'run_prune_limit', 'bench_targets', 'bench_markdown', 'bench_scale', 'main']
 
 # %% ../nbs/21_bench.ipynb 5
 def _sync(device):
@@ -211,6 +211,7 @@ def run_suite(out="results", device=None, shape="3b", layers=None, quick=False, 
     res["memory"] = _memory_gpu(shape, nl, dtype, device) if gpu else _memory_cpu(shape, nl)
     if not gpu:
         say("8. on-demand pruning of real models"); res["real"] = [bench_real(n, quick=quick) for n in real]
+        say("9. prune at the limit"); res["prune_limit"] = bench_prune_limit(real[0], repeat=3 if quick else 7)
     out = Path(out); _merge_json(out/"bench.json", res)
     write_text_atomic(out/"bench.md", bench_markdown(json.loads((out/"bench.json").read_text())))
     return res
@@ -291,6 +292,84 @@ def run_real(out="results", models=("smollm2-135m",), quick=False) -> dict:
     write_json_atomic(path, old); write_text_atomic(Path(out)/"bench.md", bench_markdown(old))
     return old["cpu"]
 
+def bench_prune_limit(name:str="smollm2-135m", target:float=0.3, repeat:int=7, threads:int|None=1) -> dict:
+    "`prune_to` at `target` on the model `name` (its shipped predictor and scores) ÷ one memory copy of the FFN weights it keeps, timed in pairs; and where its time goes."
+    from lop.load import load_model
+    from lop.ondemand import prune_to
+    from lop.targets import pruned_copy, torch_threads
+    model, _ = load_model(name, device="cpu")
+    def prune(t):   # a copy that shares the dense tensors (not timed): prune_to allocates and copies what it keeps
+        c = pruned_copy(model)
+        t0 = time.perf_counter(); _, info = prune_to(c, t); return time.perf_counter() - t0, info, c
+    def copy(ffns, kept):   # the floor: the same bytes into tensors of the same sizes, by plain contiguous copies
+        t0 = time.perf_counter()
+        out = [(f.gate.weight[:k].clone(), f.up.weight[:k].clone(), f.down.weight.reshape(-1)[: f.down.out_features * k].clone())
+               for f, k in zip(ffns, kept)]
+        return time.perf_counter() - t0, out
+    with torch_threads(threads) as n:
+        _, info, _ = prune(target)   # the first call reads the predictor and scores (cached from then on)
+        ffns, kept = find_ffns(model), info["kept"]
+        nbytes = sum((f.gate.in_features + f.up.in_features + f.down.out_features) * k * f.gate.weight.element_size() for f, k in zip(ffns, kept))
+        warm, new, copy_, stages = [], [], [], []
+        for i in range(repeat):   # in pairs, each first in turn (each finds the memory the other left); both results alive until the pair is done
+            runs = {k: prune(target) if k == "prune" else copy(ffns, kept) for k in (("prune", "copy") if i % 2 == 0 else ("copy", "prune"))}
+            warm.append(runs["prune"][0]); stages.append(runs["prune"][1]["seconds"]); copy_.append(runs["copy"][0])
+            del runs
+            new.append(prune(target + (i + 1) * 1e-4)[0])   # a target not seen before: the predictor runs
+        prov = provenance(threads=n)
+    med = statistics.median
+    return dict(model=name, target=target, threads=n, kept_bytes=nbytes, repeat=repeat, prune_s=med(warm), copy_s=med(copy_),
+                new_target_s=med(new), stages_s={k: med(s[k] for s in stages) for k in stages[0]},
+                samples_s=dict(prune=warm, copy=copy_, new_target=new), ratio=_goal(med(a / b for a, b in zip(warm, copy_)), 2.0),
+                new_target_ratio=med(a / b for a, b in zip(new, copy_)), provenance=prov)
+
+def run_prune_limit(out="results", name="smollm2-135m", repeat:int=7) -> dict:
+    "Only the prune-at-the-limit row (`bench_prune_limit`), written into the CPU entry of `out/bench.json` and `bench.md`."
+    path = Path(out)/"bench.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    check("cpu" in old, f"{path} has no CPU run to add the prune-at-the-limit row to", "run the whole suite first: python -m bench")
+    old["cpu"]["prune_limit"] = bench_prune_limit(name, repeat=repeat)
+    write_json_atomic(path, old); write_text_atomic(Path(out)/"bench.md", bench_markdown(old))
+    return old["cpu"]["prune_limit"]
+
+def bench_targets(out="results", name:str="smollm2-135m", targets=(dict(params="100M"), dict(size="200MB", dtype="bf16"), dict(size="100MB", dtype="q8_0")),
+                  latency:str|None=None, threads:int=1, tokens:int=16, prompt:int=32, repeats:int=5) -> dict:
+    "Targets in the user's units on the model `name`: what each asked, reached and how; a latency target (default: halfway between the measured floor and the dense model, in whole ms) measured with `threads`. Writes `out/targets_{name}.json` and `.md`."
+    from lop.load import load_model
+    from lop.ondemand import prune_to, _curve, _allocate, _resolve
+    from lop.targets import pruned_copy, describe_goal, torch_threads
+    model, _ = load_model(name, device="cpu")
+    rows, kw = [], dict(tokens=tokens, prompt=prompt, repeats=repeats, threads=threads)
+    for t in targets:
+        _, info = prune_to(pruned_copy(model), **t)
+        g = info["goal"]
+        rows.append(dict(t, requested=g.requested, reached=g.reached, predicted=g.predicted, ratio=g.ratio, dense=g.dense, floor=g.floor,
+                         report=describe_goal(g)))
+    predictor, _ = _resolve(model, None, None)
+    curve = _curve(model, predictor, _allocate(predictor), 1, kw)
+    latency = latency or f"{round((curve.dense_ms + curve.floor_ms) / 2)}ms"
+    with torch_threads(threads):
+        _, info = prune_to(pruned_copy(model), latency=latency, latency_kw=kw)
+    g = info["goal"]
+    rows.append(dict(latency=latency, requested=g.requested, reached=g.reached, predicted=g.predicted, ratio=g.ratio, dense=curve.dense_ms,
+                     floor=curve.floor_ms, samples=g.measured.decode_samples, curve=dict(ratios=curve.ratios, decode_ms=curve.decode_ms,
+                     prefill_ms=curve.prefill_ms), report=describe_goal(g)))
+    with torch_threads(threads): res = dict(model=name, rows=rows, provenance=provenance(threads=threads))
+    write_json_atomic(Path(out)/f"targets_{name}.json", res)
+    md = [f"# Targets in the user's units: {name}", "", f"{res['provenance']['device']}, {res['provenance']['time'][:10]} "
+          f"(commit {_short(res['provenance']['commit'])}); written by `python -m bench --targets` (lop.bench.bench_targets)", "",
+          "| target | reached | predicted | target ratio | dense | smallest reachable / floor |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if "latency" in r:
+            md.append(f"| latency {r['latency']} ({threads} thread{'s' * (threads != 1)}) | {r['reached']:.2f} ms/token measured (runs {', '.join(f'{v:.1f}' for v in r['samples'])}) "
+                      f"| {r['predicted']:.2f} ms/token | {r['ratio']:.4f} | {r['dense']:.2f} ms/token | {r['floor']:.2f} ms/token |")
+        else:
+            what = f"params {r['params']}" if "params" in r else f"size {r['size']} in {r['dtype']}"
+            md.append(f"| {what} | {r['reached']:,} | {r['predicted']:,} | {r['ratio']:.4f} | {r['dense']:,} | {r['floor']:,} |")
+    md += ["", "The reports, as `lop prune` prints them:", ""] + [f"```\n{r['report']}\n```\n" for r in rows]
+    write_text_atomic(Path(out)/f"targets_{name}.md", "\n".join(md))
+    return res
+
 def _merge_json(path:Path, res:dict):
     "Keep the latest run of each kind of device in one file: {'cpu': ..., 'cuda': ...}."
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -338,7 +417,14 @@ def bench_markdown(res:dict) -> str:
                   *([f"| {at}: evolutionary search (same budget, {r['evo_s']:.0f} s) ÷ LOP / ÷ MCTS | {r['evo_over_lop']:,.0f} / {r['evo_over_mcts']:.2f} | | |"]
                     if "evo_s" in r else []),
                   f"| {at}: MCTS ÷ LOP / FLAP ÷ LOP, cold (LOP's L2 pass not cached) | {r['mcts_over_lop_cold']:.3g} / {r['flap_over_lop_cold']:.3g} | | |"]
-    runs = [r["provenance"] for r in res.get("real", []) if "provenance" in r]
+    pl = res.get("prune_limit")
+    if pl:
+        st = pl["stages_s"]
+        lines += [f"| {pl['model']} at {pl['target']:.0%} ({pl['threads']} thread{'s' * (pl['threads'] != 1)}): prune_to ({pl['prune_s'] * 1e3:.1f} ms: "
+                  f"load {st['load'] * 1e3:.1f}, predict {st['predict'] * 1e3:.1f}, plan {st['plan'] * 1e3:.1f}, slice {st['slice'] * 1e3:.1f}) ÷ one copy "
+                  f"of the kept FFN weights ({pl['copy_s'] * 1e3:.1f} ms, {pl['kept_bytes'] / 1e6:.0f} MB) | {g(pl['ratio'])} |",
+                  f"| {pl['model']} at a target not seen before (the predictor runs, {pl['new_target_s'] * 1e3:.1f} ms) ÷ the same copy | {pl['new_target_ratio']:.3g} | | |"]
+    runs = [r["provenance"] for r in res.get("real", []) + ([pl] if pl else []) if "provenance" in r]
     if runs: lines += ["", "Real-model rows: " + "; ".join(f"{p['device']}, {p['time'][:10]} (commit {_short(p['commit'])})" for p in runs)]
     return "\n".join(lines) + "\n"
 
@@ -394,15 +480,19 @@ def _constant():
 
 # %% ../nbs/21_bench.ipynb 22
 def main(argv=None) -> int:
-    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only]`: the performance suite; returns the exit status (2 for an `LOPError`)."
+    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only | --prune-limit | --targets]`: the performance suite; returns the exit status (2 for an `LOPError`)."
     import argparse, sys
     p = argparse.ArgumentParser(prog="python -m bench", description="the performance suite (ratios measured side by side); writes OUT/bench.json and bench.md")
     p.add_argument("--out", default="results"); p.add_argument("--device", default=None); p.add_argument("--quick", action="store_true")
     p.add_argument("--shape", default="3b", choices=["3b", "7b"]); p.add_argument("--layers", type=int, default=None)
     p.add_argument("--real-only", action="store_true", help="only the on-demand rows of the real models, added to the CPU run")
+    p.add_argument("--prune-limit", action="store_true", help="only prune_to on SmolLM2 at 30%% ÷ one copy of the kept weights, added to the CPU run")
+    p.add_argument("--targets", action="store_true", help="only the targets in the user's units on SmolLM2 (results/targets_smollm2-135m.md)")
     a = p.parse_args(argv)
     try:
-        if a.real_only: run_real(a.out, quick=a.quick)
+        if a.targets: bench_targets(a.out); print((Path(a.out)/"targets_smollm2-135m.md").read_text()); return 0
+        if a.prune_limit: run_prune_limit(a.out, repeat=3 if a.quick else 7)
+        elif a.real_only: run_real(a.out, quick=a.quick)
         else: run_suite(a.out, a.device, a.shape, a.layers, a.quick)
     except LOPError as e:
         print(f"bench: error: {e}", file=sys.stderr); return 2

@@ -150,11 +150,23 @@ def cmd_train(a):
     net, hist = train_predictor(a.kind, read_dataset(a.dataset), epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
     save_predictor(net, a.out); print(f"{a.kind}: {hist[-1]} → {a.out}")
 
+def _target_arg(parse):
+    "An argparse type checking a target in the user's units with one of `lop.targets`' parsers (refused before a model is loaded); keeps the text for the report."
+    def arg(text:str) -> str:
+        try: parse(text)
+        except LOPError as e: raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+    arg.__name__ = parse.__name__.removeprefix("parse_")
+    return arg
+
 def cmd_prune(a):
     from lop.ondemand import prune_to
+    from lop.targets import describe_goal
     m, proc = _load(a.model, a.device)
-    _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of)
+    _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of, params=a.params, size=a.size, latency=a.latency,
+                       dtype=a.dtype, latency_kw=dict(threads=a.threads) if a.threads else None)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']}")
+    print(describe_goal(info["goal"]))
     if a.recover: _recover(m, proc, a.model, a, a.recover)
     save_pruned(m, a.out, proc, format=a.format, dtype=a.gguf_dtype); print(f"→ {a.out}")
 
@@ -258,10 +270,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, required=True); s.add_argument("--teacher", help="the dense model (default: the checkpoint's source)")
     s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA)); s.add_argument("--device", default=None)
     recovery_args(s)
-    s = add("prune", cmd_prune, "prune a model to a target ratio on demand and save it")
+    from lop.targets import DTYPES, parse_params, parse_size, parse_latency
+    s = add("prune", cmd_prune, "prune a model on demand to one target (a ratio, a parameter count, a size or a latency) and save it")
     s.add_argument("--recover", type=int, default=0, metavar="STEPS", help="then recover it by distillation from the dense model for STEPS steps")
     recovery_args(s)
-    s.add_argument("--target", type=ratio_arg, required=True); s.add_argument("--out", required=True)
+    t = s.add_mutually_exclusive_group(required=True)
+    t.add_argument("--target", type=ratio_arg, help="mean FFN pruning ratio, in [0, 1)")
+    t.add_argument("--params", type=_target_arg(parse_params), help="parameter budget, e.g. 100M (counted as num_parameters())")
+    t.add_argument("--size", type=_target_arg(parse_size), help="weight bytes in --dtype, e.g. 200MB (10^6 bytes) or 190MiB (2^20)")
+    t.add_argument("--latency", type=_target_arg(parse_latency), help="decode latency per token on this machine, e.g. 8ms (measured)")
+    s.add_argument("--dtype", choices=list(DTYPES), help="with --size: the dtype the bytes are counted in (default: the model's)")
+    s.add_argument("--threads", type=int, help="with --latency: torch threads to measure (and run) with")
+    s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
     s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
                    "plain transformers loads with trust_remote_code=True, without lop; gguf: lop's own plus model.gguf for llama.cpp (Llama family)")

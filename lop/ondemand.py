@@ -4,62 +4,123 @@
 
 # %% ../nbs/18_ondemand.ipynb 2
 from __future__ import annotations
-import time
+import time, warnings, weakref
 from pathlib import Path
+import numpy as np
 import torch.nn as nn
 from .core import *
-from .models import find_ffns
+from .models import find_ffns, model_fingerprint
 from .importance import Importance, load_importance, check_importance
 from .prune import make_plan, slice_ffn
 from .predictors import predict, load_predictor
+from .targets import Goal, LatencyCurve, find_target, latency_curve, reach, describe_goal, torch_threads, _one_target
 
 # %% auto 0
 __all__ = ['testbed_assets', 'shipped_assets', 'prune_to']
 
 # %% ../nbs/18_ondemand.ipynb 5
+_LOADED = {}
+
+def _load_cached(load, path, **kw):
+    "`load(path, **kw)`, read once per version of the file (path, size, modification time) in this process."
+    p = Path(path)
+    try: st = p.stat()
+    except OSError: return load(p, **kw)   # the loader says what is wrong
+    key = (load.__name__, str(p.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted(kw.items())))
+    if key not in _LOADED: _LOADED[key] = load(p, **kw)
+    return _LOADED[key]
+
 def testbed_assets() -> Path:
     "The folder of the shipped testbed model and its predictor and scores."
     import lop
     return Path(lop.__file__).resolve().parent/"assets"/"testbed"
 
-def shipped_assets(model:nn.Module) -> Path|None:
-    "The shipped assets folder (predictor and L2 scores) made for `model` (same fingerprint), or None."
-    from lop.models import model_fingerprint
+def _scores_model(path:Path) -> str|None:
+    "The model fingerprint an importance file records."
     from safetensors import safe_open
     import json
-    fp = model_fingerprint(model)
+    with safe_open(str(path), "pt") as h: return json.loads((h.metadata() or {}).get("lop", "{}")).get("model")
+
+def shipped_assets(model:nn.Module, fp:str|None=None) -> Path|None:
+    "The shipped assets folder (predictor and L2 scores) made for `model` (same fingerprint `fp`), or None."
+    fp = fp or model_fingerprint(model)
     for d in sorted(testbed_assets().parent.iterdir()):
         f = d/"importance_l2.safetensors"
-        if not (f.is_file() and (d/"predictor.safetensors").is_file()): continue
-        with safe_open(str(f), "pt") as h: meta = json.loads((h.metadata() or {}).get("lop", "{}"))
-        if meta.get("model") == fp: return d
+        if f.is_file() and (d/"predictor.safetensors").is_file() and _load_cached(_scores_model, f) == fp: return d
     return None
 
 def _resolve(model, predictor, scores):
-    d = testbed_assets() if predictor is not None and scores is not None else shipped_assets(model)
+    fp = model_fingerprint(model)
+    d = testbed_assets() if predictor is not None and scores is not None else shipped_assets(model, fp)
     if predictor is None or scores is None:
         check(d is not None, "no predictor or importance scores given, and none are shipped for this model",
               "pass predictor= and scores= (files or objects); lop ships them for the testbed, smollm2-135m and gemma3-270m")
     n = len(find_ffns(model))
     if predictor is None: predictor = d/"predictor.safetensors"
     if scores is None: scores = d/"importance_l2.safetensors"
-    if isinstance(predictor, (str, Path)): predictor = load_predictor(predictor, n_layers=n)
+    if isinstance(predictor, (str, Path)): predictor = _load_cached(load_predictor, predictor, n_layers=n)
     check(predictor.n_layers == n, f"this predictor was trained for a model with {predictor.n_layers} layers; the model has {n}",
           "train a predictor on a search dataset of this model")
-    if isinstance(scores, (str, Path)): scores = load_importance(scores)
-    check_importance(scores, model)
+    if isinstance(scores, (str, Path)): scores = _load_cached(load_importance, scores)
+    if scores.meta.get("model") != fp: check_importance(scores, model)   # says what is wrong
     return predictor, scores
 
-def prune_to(model:nn.Module, target:float, predictor=None, scores:Importance|str|None=None, multiple_of:int=1):
-    "Prune `model` in place to mean FFN ratio `target` with the predictor's allocation; returns (model, info)."
+# %% ../nbs/18_ondemand.ipynb 6
+_CURVES, _PREDICTED = {}, {}
+
+def _predicted(predictor, target:float) -> np.ndarray:
+    "The predictor's per-layer ratios at `target`: computed once per predictor (until its weights change) and target, on one thread."
+    version = sum(p._version for p in predictor.parameters())
+    hit = _PREDICTED.get((id(predictor), float(target)))
+    if hit is not None and hit[0]() is predictor and hit[1] == version: return hit[2].copy()
+    with torch_threads(1): ratios = predict(predictor, [target])[0]   # 128-wide matrices: more threads only add waiting
+    if len(_PREDICTED) > 4096: _PREDICTED.clear()
+    _PREDICTED[(id(predictor), float(target))] = (weakref.ref(predictor), version, ratios)
+    return ratios.copy()
+
+def _allocate(predictor, quiet=True):
+    "The predictor as an allocation for `lop.targets` (target ratios → per-layer ratios); the search probes the whole range, quietly."
+    def allocate(ts):
+        with warnings.catch_warnings(), torch_threads(1):
+            if quiet: warnings.simplefilter("ignore", LOPWarning)
+            return predict(predictor, ts)
+    return allocate
+
+def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
+    "The latency curve of `model` under `predictor`'s allocation, measured once per model, predictor and settings."
+    key = (model_fingerprint(model), id(predictor), multiple_of, tuple(sorted(kw.items())))
+    if key not in _CURVES:
+        ratios = sorted({0.0, *np.linspace(predictor.lo, predictor.hi, 5)[1:].tolist()})
+        _CURVES[key] = latency_curve(model, allocate, ratios, multiple_of, hi=predictor.hi, **kw)
+    return _CURVES[key]
+
+def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Importance|str|None=None, multiple_of:int=1, *,
+             params=None, size=None, latency=None, dtype=None, measure:bool=True, curve:LatencyCurve|None=None, latency_kw:dict|None=None):
+    "Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype`, or decode `latency`) with the predictor's allocation; returns (model, info)."
+    kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
+    check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
+          "drop dtype, or ask for size= in that dtype")
     t0 = time.perf_counter()
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
-    ratios = predict(predictor, [target])[0]
+    if kind == "ratio": ratios, goal = _predicted(predictor, target), None
+    else:
+        allocate, kw = _allocate(predictor), dict(latency_kw or {})
+        if kind == "latency" and curve is None: curve = _curve(model, predictor, allocate, multiple_of, kw)
+        goal = find_target(model, params=params, size=size, latency=latency, dtype=dtype, allocate=allocate, multiple_of=multiple_of,
+                           lo=predictor.lo, hi=predictor.hi, curve=curve, **kw)
+        ratios = np.asarray(goal.ratios)
+        rng = getattr(predictor, "meta", {}).get("trained_range")
+        if rng and not rng[0] - 1e-9 <= goal.ratio <= rng[1] + 1e-9:
+            warnings.warn(f"the target ratio {goal.ratio:.3f} is outside the predictor's trained range {rng}: extrapolated", LOPWarning, stacklevel=2)
     t2 = time.perf_counter()
     plan = make_plan(scores, ratios, multiple_of)
     t3 = time.perf_counter()
     slice_ffn(model, plan)
     t4 = time.perf_counter()
-    return model, dict(target=float(target), ratios=ratios.tolist(), kept=plan.kept, realised=plan.mean_ratio,
-                       seconds=dict(load=t1 - t0, predict=t2 - t1, plan=t3 - t2, slice=t4 - t3, total=t4 - t1))
+    if goal is None: goal = Goal("ratio", float(target), float(target), ratios.tolist(), plan.kept, float(target), 0.0, predictor.hi,
+                                 "the mean FFN ratio, allocated by the predictor and rounded per layer", hi=predictor.hi)
+    reach(goal, model, measure, **(latency_kw or {}))
+    t5 = time.perf_counter()
+    return model, dict(target=goal.ratio, ratios=ratios.tolist(), kept=plan.kept, realised=plan.mean_ratio, goal=goal,
+                       seconds=dict(load=t1 - t0, predict=t2 - t1, plan=t3 - t2, slice=t4 - t3, total=t4 - t1, measure=t5 - t4))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_prune.ipynb 2
 from __future__ import annotations
-import contextlib, json, math, os, shutil, tempfile
+import contextlib, json, math, os, shutil, tempfile, weakref
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn, transformers
@@ -73,18 +73,28 @@ def kept_width(width:int, ratio:float, multiple_of:int=1) -> int:
     if multiple_of > 1: keep = min(width, max(multiple_of, multiple_of * round(keep / multiple_of)))
     return keep
 
+_RANKS = {}   # id(score tensor) → (weak reference to it, its version, each neuron's rank)
+
+def _rank(s:torch.Tensor, i:int) -> torch.Tensor:
+    "Each neuron's place when layer `i`'s scores `s` are sorted highest first, ties by index; cached until `s` changes or dies."
+    hit = _RANKS.get(id(s))
+    try: version = s._version
+    except RuntimeError: version = None   # an inference tensor has no version counter: not cached
+    if hit is not None and version is not None and hit[0]() is s and hit[1] == version: return hit[2]
+    f = s.detach().float()
+    check(bool(torch.isfinite(f).all()), f"layer {i}: importance scores contain NaN or inf", "recompute the scores (check the model's outputs for NaN)")
+    order = torch.sort(-f.cpu(), stable=True).indices   # highest score first, ties by index
+    rank = torch.empty_like(order); rank[order] = torch.arange(len(order))
+    if version is not None:
+        _RANKS[id(s)] = (weakref.ref(s, lambda _, key=id(s): _RANKS.pop(key, None)), version, rank)
+    return rank
+
 def make_plan(scores, ratios, multiple_of:int=1) -> Plan:
     "Keep the highest-scored neurons of every layer at the given per-layer `ratios` (or one ratio for all)."
     scores = scores.scores if isinstance(scores, Importance) else list(scores)
     ratios = validate_ratios(ratios, len(scores))
     check(isinstance(multiple_of, int) and multiple_of >= 1, f"multiple_of must be a positive integer, got {multiple_of!r}")
-    keep = []
-    for i, (s, r) in enumerate(zip(scores, ratios)):
-        s = s.detach().float()
-        check(bool(torch.isfinite(s).all()), f"layer {i}: importance scores contain NaN or inf", "recompute the scores (check the model's outputs for NaN)")
-        k = kept_width(len(s), r, multiple_of)
-        order = torch.sort(-s.cpu(), stable=True).indices   # highest score first, ties by index
-        keep.append(order[:k].sort().values)
+    keep = [torch.nonzero(_rank(s, i) < kept_width(len(s), r, multiple_of)).squeeze(1) for i, (s, r) in enumerate(zip(scores, ratios))]
     return Plan(keep, [len(s) for s in scores], ratios)
 
 # %% ../nbs/04_prune.ipynb 11
