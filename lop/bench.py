@@ -16,7 +16,8 @@ from .prune import make_plan, slice_ffn
 # %% auto 0
 __all__ = ['SHAPES', 'timeit', 'paired', 'shaped_model', 'bench_importance', 'bench_masked_eval', 'bench_rounding',
            'bench_throughput', 'bench_slicing', 'bench_predictor', 'peak_rss_mb', 'run_suite', 'bench_real', 'run_real',
-           'bench_prune_limit', 'run_prune_limit', 'bench_targets', 'bench_markdown', 'bench_scale', 'main']
+           'bench_prune_limit', 'run_prune_limit', 'bench_targets', 'bench_markdown', 'bench_gguf', 'bench_scale',
+           'main']
 
 # %% ../nbs/21_bench.ipynb 5
 def _sync(device):
@@ -428,7 +429,71 @@ def bench_markdown(res:dict) -> str:
     if runs: lines += ["", "Real-model rows: " + "; ".join(f"{p['device']}, {p['time'][:10]} (commit {_short(p['commit'])})" for p in runs)]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/21_bench.ipynb 18
+# %% ../nbs/21_bench.ipynb 14
+def _matmul_weights(model) -> int:
+    "Weights one token's forward multiplies by: every nn.Linear, the output head included (tied or not)."
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.6), dtype:str="f16", threads:int=2, prefill:int=128,
+               decode:int=64, repeat:int=5, latency:str|None=None, progress:bool=True) -> dict:
+    """llama.cpp's prefill and decode speed of `name` dense and pruned by LOP at `ratios` (GGUF files in `dtype`, `threads` threads), timed
+    alternately, against the ideal speed-up from the weights a token multiplies by; each file's size against `size_at`'s count; and a
+    latency target (default halfway between dense and the last ratio, whole ms) reached through that curve, then measured in llama.cpp.
+    Writes `out/gguf_{name}.json` and `.md`."""
+    import copy, tempfile
+    from lop.load import load_model
+    from lop.ondemand import prune_to
+    from lop.gguf import write_gguf, llama_latency
+    from lop.targets import size_at, LatencyCurve, describe_goal
+    dense, tok = load_model(name, device="cpu")
+    def pruned(r=None, **target):
+        m = copy.deepcopy(dense)
+        return m, (prune_to(m, r, **target)[1] if (r or target) else None)
+    rows, paths = [], {}
+    with tempfile.TemporaryDirectory() as work:
+        for r in (0.0, *ratios):
+            m, _ = pruned(r)
+            paths[r] = Path(work)/f"{r:.2f}.gguf"; write_gguf(m, paths[r], tok, dtype=dtype)
+            rows.append(dict(ratio=r, file_mb=paths[r].stat().st_size / 1e6, counted_mb=size_at(dense, r, dtype) / 1e6,
+                             params=m.num_parameters(), matmul_weights=_matmul_weights(m)))
+            del m
+        lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
+        d = rows[0]
+        for row in rows:
+            L = lat[row["ratio"]]
+            row.update(prefill_tok_s=prefill / L.prefill_ms * 1e3, decode_tok_s=1e3 / L.decode_ms, decode_ms=L.decode_ms,
+                       ideal=d["matmul_weights"] / row["matmul_weights"])
+            row.update(prefill_speedup=row["prefill_tok_s"] / d["prefill_tok_s"], decode_speedup=row["decode_tok_s"] / d["decode_tok_s"])
+            row.update(prefill_of_ideal=row["prefill_speedup"] / row["ideal"], decode_of_ideal=row["decode_speedup"] / row["ideal"])
+        curve = LatencyCurve([r["ratio"] for r in rows], [r["decode_ms"] for r in rows], [lat[r["ratio"]].prefill_ms for r in rows],
+                             decode, prefill, repeat, threads, f"{lat[0.0].device}, {dtype} GGUF")
+        latency = latency or f"{round((curve.dense_ms + curve.floor_ms) / 2)}ms"
+        m, info = pruned(latency=latency, curve=curve, measure=False)
+        g = info["goal"]; write_gguf(m, Path(work)/"latency.gguf", tok, dtype=dtype)
+        g.measured = llama_latency({"x": Path(work)/"latency.gguf"}, threads, prefill, decode, repeat)["x"]; g.reached = g.measured.decode_ms
+    res = dict(model=name, description=dense.lop_description, dtype=dtype, threads=threads, prefill=prefill, decode=decode, repeat=repeat, rows=rows,
+               latency=dict(latency=latency, requested_ms=g.requested, predicted_ms=g.predicted, measured_ms=g.reached,
+                            samples_ms=g.measured.decode_samples, ratio=g.ratio, report=describe_goal(g)),
+               provenance=provenance(threads=threads, runtime=lat[0.0].device))
+    write_json_atomic(Path(out)/f"gguf_{name}.json", res)
+    p, L = res["provenance"], res["latency"]
+    md = [f"# {res['description']} in llama.cpp: dense and pruned by LOP", "",
+          f"{p['runtime']}, {dtype} GGUF files written by `lop.gguf.write_gguf`; prefill {prefill} tokens, then {decode} tokens one at a "
+          f"time; medians of {repeat} rounds, every file once a round; {p['device']}, {p['time'][:10]} (commit {_short(p['commit'])}); written "
+          "by `python -m bench --gguf` (lop.bench.bench_gguf). Ideal: the weights a token multiplies by, dense ÷ pruned (the output head "
+          "included). Counted MB: `lop.targets.size_at` (norms counted at 2 bytes; the file keeps them, and its keys, in more).", "",
+          "| FFN ratio | file MB | counted MB | prefill tok/s | decode tok/s | prefill speed-up | decode speed-up | ideal | prefill ÷ ideal | decode ÷ ideal |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['ratio']:.0%} | {r['file_mb']:.1f} | {r['counted_mb']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {r['prefill_speedup']:.2f} | "
+           f"{r['decode_speedup']:.2f} | {r['ideal']:.2f} | {r['prefill_of_ideal']:.2f} | {r['decode_of_ideal']:.2f} |" for r in rows]
+    md += ["", f"**A latency target in llama.cpp**: {latency} a token asked; the decode times above, fitted non-increasing, give target ratio "
+           f"{L['ratio']:.3f} (predicted {L['predicted_ms']:.2f} ms); that model's GGUF file measured {L['measured_ms']:.2f} ms a token "
+           f"(rounds {', '.join(f'{v:.2f}' for v in L['samples_ms'])}), {L['measured_ms'] / L['requested_ms']:.3f} of the request.", "",
+           f"```\n{L['report']}\n```", ""]
+    write_text_atomic(Path(out)/f"gguf_{name}.md", "\n".join(md))
+    return res
+
+# %% ../nbs/21_bench.ipynb 20
 def _timed(fn) -> float:
     t0 = time.perf_counter(); fn(); return time.perf_counter() - t0
 
@@ -478,9 +543,9 @@ def _constant():
     "A reward that loads nothing: what starting the workers costs without a model."
     return lambda r: 0.0
 
-# %% ../nbs/21_bench.ipynb 22
+# %% ../nbs/21_bench.ipynb 24
 def main(argv=None) -> int:
-    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only | --prune-limit | --targets]`: the performance suite; returns the exit status (2 for an `LOPError`)."
+    "`python -m bench [--quick] [--device cuda --shape 7b] [--real-only | --prune-limit | --targets | --gguf]`: the performance suite; returns the exit status (2 for an `LOPError`)."
     import argparse, sys
     p = argparse.ArgumentParser(prog="python -m bench", description="the performance suite (ratios measured side by side); writes OUT/bench.json and bench.md")
     p.add_argument("--out", default="results"); p.add_argument("--device", default=None); p.add_argument("--quick", action="store_true")
@@ -488,9 +553,11 @@ def main(argv=None) -> int:
     p.add_argument("--real-only", action="store_true", help="only the on-demand rows of the real models, added to the CPU run")
     p.add_argument("--prune-limit", action="store_true", help="only prune_to on SmolLM2 at 30%% ÷ one copy of the kept weights, added to the CPU run")
     p.add_argument("--targets", action="store_true", help="only the targets in the user's units on SmolLM2 (results/targets_smollm2-135m.md)")
+    p.add_argument("--gguf", action="store_true", help="only SmolLM2 dense and pruned in llama.cpp, 2 threads (results/gguf_smollm2-135m.md)")
     a = p.parse_args(argv)
     try:
         if a.targets: bench_targets(a.out); print((Path(a.out)/"targets_smollm2-135m.md").read_text()); return 0
+        if a.gguf: bench_gguf(a.out, repeat=3 if a.quick else 5); print((Path(a.out)/"gguf_smollm2-135m.md").read_text()); return 0
         if a.prune_limit: run_prune_limit(a.out, repeat=3 if a.quick else 7)
         elif a.real_only: run_real(a.out, quick=a.quick)
         else: run_suite(a.out, a.device, a.shape, a.layers, a.quick)
