@@ -435,10 +435,11 @@ def _matmul_weights(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.6), dtype:str="f16", threads:int=2, prefill:int=128,
-               decode:int=64, repeat:int=5, latency:str|None=None, progress:bool=True) -> dict:
+               decode:int=64, repeat:int=5, multiples=(1, 32), latency:str|None=None, progress:bool=True) -> dict:
     """llama.cpp's prefill and decode speed of `name` dense and pruned by LOP at `ratios` (GGUF files in `dtype`, `threads` threads), timed
-    alternately, against the ideal speed-up from the weights a token multiplies by; each file's size against `size_at`'s count; and a
-    latency target (default halfway between dense and the last ratio, whole ms) reached through that curve, then measured in llama.cpp.
+    alternately, with the kept widths unrounded and rounded to each of `multiples`, against the ideal speed-up from the weights a token
+    multiplies by; each file's size against `size_at`'s count; and a latency target (default halfway between dense and the last ratio,
+    whole ms) reached through the curve of the last of `multiples`, then measured in llama.cpp.
     Writes `out/gguf_{name}.json` and `.md`."""
     import copy, tempfile
     from lop.load import load_model
@@ -446,35 +447,36 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
     from lop.gguf import write_gguf, llama_latency
     from lop.targets import size_at, LatencyCurve, describe_goal
     dense, tok = load_model(name, device="cpu")
-    def pruned(r=None, **target):
+    def pruned(r=None, multiple_of=1, **target):
         m = copy.deepcopy(dense)
-        return m, (prune_to(m, r, **target)[1] if (r or target) else None)
+        return m, (prune_to(m, r, multiple_of=multiple_of, **target)[1] if (r or target) else None)
     rows, paths = [], {}
     with tempfile.TemporaryDirectory() as work:
-        for r in (0.0, *ratios):
-            m, _ = pruned(r)
-            paths[r] = Path(work)/f"{r:.2f}.gguf"; write_gguf(m, paths[r], tok, dtype=dtype)
-            rows.append(dict(ratio=r, file_mb=paths[r].stat().st_size / 1e6, counted_mb=size_at(dense, r, dtype) / 1e6,
-                             params=m.num_parameters(), matmul_weights=_matmul_weights(m)))
+        for r, k in [(0.0, 1)] + [(r, k) for r in ratios for k in multiples]:
+            m, _ = pruned(r, k)
+            paths[(r, k)] = Path(work)/f"{r:.2f}-{k}.gguf"; write_gguf(m, paths[(r, k)], tok, dtype=dtype)
+            rows.append(dict(ratio=r, multiple_of=k, widths=[f.width for f in find_ffns(m)], file_mb=paths[(r, k)].stat().st_size / 1e6,
+                             counted_mb=size_at(dense, r, dtype, multiple_of=k) / 1e6, params=m.num_parameters(), matmul_weights=_matmul_weights(m)))
             del m
         lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
         d = rows[0]
         for row in rows:
-            L = lat[row["ratio"]]
+            L = lat[(row["ratio"], row["multiple_of"])]
             row.update(prefill_tok_s=prefill / L.prefill_ms * 1e3, decode_tok_s=1e3 / L.decode_ms, decode_ms=L.decode_ms,
                        ideal=d["matmul_weights"] / row["matmul_weights"])
             row.update(prefill_speedup=row["prefill_tok_s"] / d["prefill_tok_s"], decode_speedup=row["decode_tok_s"] / d["decode_tok_s"])
             row.update(prefill_of_ideal=row["prefill_speedup"] / row["ideal"], decode_of_ideal=row["decode_speedup"] / row["ideal"])
-        curve = LatencyCurve([r["ratio"] for r in rows], [r["decode_ms"] for r in rows], [lat[r["ratio"]].prefill_ms for r in rows],
-                             decode, prefill, repeat, threads, f"{lat[0.0].device}, {dtype} GGUF")
+        k = multiples[-1]; on = [r for r in rows if r["ratio"] == 0 or r["multiple_of"] == k]
+        curve = LatencyCurve([r["ratio"] for r in on], [r["decode_ms"] for r in on], [lat[(r["ratio"], r["multiple_of"])].prefill_ms for r in on],
+                             decode, prefill, repeat, threads, f"{lat[(0.0, 1)].device}, {dtype} GGUF, widths multiples of {k}")
         latency = latency or f"{round((curve.dense_ms + curve.floor_ms) / 2)}ms"
-        m, info = pruned(latency=latency, curve=curve, measure=False)
+        m, info = pruned(latency=latency, curve=curve, measure=False, multiple_of=k)
         g = info["goal"]; write_gguf(m, Path(work)/"latency.gguf", tok, dtype=dtype)
         g.measured = llama_latency({"x": Path(work)/"latency.gguf"}, threads, prefill, decode, repeat)["x"]; g.reached = g.measured.decode_ms
     res = dict(model=name, description=dense.lop_description, dtype=dtype, threads=threads, prefill=prefill, decode=decode, repeat=repeat, rows=rows,
                latency=dict(latency=latency, requested_ms=g.requested, predicted_ms=g.predicted, measured_ms=g.reached,
                             samples_ms=g.measured.decode_samples, ratio=g.ratio, report=describe_goal(g)),
-               provenance=provenance(threads=threads, runtime=lat[0.0].device))
+               provenance=provenance(threads=threads, runtime=lat[(0.0, 1)].device))
     write_json_atomic(Path(out)/f"gguf_{name}.json", res)
     p, L = res["provenance"], res["latency"]
     md = [f"# {res['description']} in llama.cpp: dense and pruned by LOP", "",
@@ -482,11 +484,11 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
           f"time; medians of {repeat} rounds, every file once a round; {p['device']}, {p['time'][:10]} (commit {_short(p['commit'])}); written "
           "by `python -m bench --gguf` (lop.bench.bench_gguf). Ideal: the weights a token multiplies by, dense ÷ pruned (the output head "
           "included). Counted MB: `lop.targets.size_at` (norms counted at 2 bytes; the file keeps them, and its keys, in more).", "",
-          "| FFN ratio | file MB | counted MB | prefill tok/s | decode tok/s | prefill speed-up | decode speed-up | ideal | prefill ÷ ideal | decode ÷ ideal |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['ratio']:.0%} | {r['file_mb']:.1f} | {r['counted_mb']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {r['prefill_speedup']:.2f} | "
+          "| FFN ratio | widths a multiple of | file MB | counted MB | prefill tok/s | decode tok/s | prefill speed-up | decode speed-up | ideal | prefill ÷ ideal | decode ÷ ideal |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['ratio']:.0%} | {r['multiple_of']} | {r['file_mb']:.1f} | {r['counted_mb']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {r['prefill_speedup']:.2f} | "
            f"{r['decode_speedup']:.2f} | {r['ideal']:.2f} | {r['prefill_of_ideal']:.2f} | {r['decode_of_ideal']:.2f} |" for r in rows]
-    md += ["", f"**A latency target in llama.cpp**: {latency} a token asked; the decode times above, fitted non-increasing, give target ratio "
+    md += ["", f"**A latency target in llama.cpp**: {latency} a token asked; the decode times above (widths multiples of {k}), fitted non-increasing, give target ratio "
            f"{L['ratio']:.3f} (predicted {L['predicted_ms']:.2f} ms); that model's GGUF file measured {L['measured_ms']:.2f} ms a token "
            f"(rounds {', '.join(f'{v:.2f}' for v in L['samples_ms'])}), {L['measured_ms'] / L['requested_ms']:.3f} of the request.", "",
            f"```\n{L['report']}\n```", ""]
