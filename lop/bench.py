@@ -444,8 +444,8 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
     import copy, tempfile
     from lop.load import load_model
     from lop.ondemand import prune_to
-    from lop.gguf import write_gguf, llama_latency
-    from lop.targets import size_at, LatencyCurve, describe_goal
+    from lop.gguf import write_gguf
+    from lop.targets import size_at, LatencyCurve, describe_goal, llama_latency
     dense, tok = load_model(name, device="cpu")
     def pruned(r=None, multiple_of=1, **target):
         m = copy.deepcopy(dense)

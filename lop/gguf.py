@@ -4,16 +4,15 @@
 
 # %% ../nbs/30_gguf.ipynb 2
 from __future__ import annotations
-import contextlib, io, json, statistics, time
+import contextlib, io, json, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
-from tqdm.auto import tqdm
 from .core import *
 from .models import *
 
 # %% auto 0
 __all__ = ['DTYPES', 'TOLERANCES', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_tensors', 'gguf_logits', 'verify_gguf',
-           'write_gguf', 'open_llama', 'llama_times', 'llama_latency', 'llama_latency_curve']
+           'write_gguf', 'open_llama', 'llama_times']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
@@ -222,42 +221,3 @@ def llama_times(llm, ids:list, prefill:int) -> tuple[float, float]:
     llm.reset(); t0 = time.perf_counter(); llm.eval(ids[:prefill]); t1 = time.perf_counter()
     for t in ids[prefill:]: llm.eval([t])
     return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3 / (len(ids) - prefill)
-
-def llama_latency(paths:dict, threads:int=2, prefill:int=64, decode:int=32, repeat:int=3, seed:int=0, progress:bool=False) -> dict:
-    "`Latency` (lop.targets) in llama.cpp of each GGUF file in `paths` (name → path): every file once a round, so drifting load hits all alike."
-    from lop.targets import Latency
-    check(isinstance(repeat, int) and repeat >= 1, f"repeat={repeat!r} must be a positive integer", "e.g. repeat=3")
-    llms = {k: open_llama(p, threads, prefill + decode + 8, prefill) for k, p in paths.items()}
-    n_vocab = min(l.n_vocab() for l in llms.values())
-    ids = torch.randint(n_vocab, (prefill + decode,), generator=torch.Generator().manual_seed(seed)).tolist()   # the speed does not read the text
-    try:
-        for l in llms.values(): llama_times(l, ids, prefill)          # warm-up
-        runs = {k: [] for k in llms}
-        for _ in tqdm(range(repeat), desc="llama.cpp", disable=not progress):
-            for k, l in llms.items(): runs[k].append(llama_times(l, ids, prefill))
-    finally:
-        for l in llms.values(): l.close()
-    dev = f"llama.cpp {__import__('llama_cpp').__version__}, {threads} thread{'s' * (threads != 1)}"
-    return {k: Latency(statistics.median(r[1] for r in rs), statistics.median(r[0] for r in rs), decode, prefill, repeat, threads, dev,
-                       [r[1] for r in rs], [r[0] for r in rs]) for k, rs in runs.items()}
-
-def llama_latency_curve(model:nn.Module, tokenizer=None, ratios=(0.0, 0.3, 0.6), dtype:str="f16", threads:int=2, prefill:int=64,
-                        decode:int=32, repeat:int=3, prune=None, work=None, progress:bool=False):
-    "The decode latency of `model` pruned at target `ratios` (by `prune(copy, ratio)`, default lop's `prune_to`), measured in llama.cpp as GGUF files of `dtype`: a `LatencyCurve` for `prune_to(latency=..., curve=...)`."
-    import copy, tempfile
-    from lop.targets import LatencyCurve
-    if prune is None:
-        from lop.ondemand import prune_to
-        prune = lambda m, r: prune_to(m, r)
-    ratios = sorted(float(r) for r in ratios)
-    check(len(ratios) >= 2 and ratios[0] >= 0 and ratios[-1] < 1, f"a latency curve needs at least two ratios in [0, 1), got {ratios}")
-    with tempfile.TemporaryDirectory(dir=work) as d:
-        paths, realised = {}, []
-        for r in ratios:
-            m = copy.deepcopy(model)
-            if r > 0: prune(m, r)
-            paths[r] = Path(d)/f"{r:.3f}.gguf"; write_gguf(m, paths[r], tokenizer, dtype)
-            realised.append(1 - sum(f.width for f in find_ffns(m)) / sum(f.width for f in find_ffns(model))); del m
-        lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
-    return LatencyCurve(ratios, [lat[r].decode_ms for r in ratios], [lat[r].prefill_ms for r in ratios], decode, prefill, repeat, threads,
-                        f"{lat[ratios[0]].device}, {dtype} GGUF", realised)

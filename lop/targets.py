@@ -5,6 +5,7 @@
 # %% ../nbs/31_targets.ipynb 2
 from __future__ import annotations
 import contextlib, copy, math, re, statistics, time
+from pathlib import Path
 from dataclasses import dataclass, field
 import numpy as np, torch, torch.nn as nn
 from .core import *
@@ -14,7 +15,8 @@ from .prune import Plan, kept_width, validate_ratios, slice_ffn
 # %% auto 0
 __all__ = ['DTYPES', 'parse_params', 'parse_size', 'parse_latency', 'dtype_name', 'tensor_bytes', 'stored', 'Counter', 'kept_at',
            'params_at', 'size_at', 'uniform', 'solve_count', 'torch_threads', 'Latency', 'measure_latency',
-           'pruned_copy', 'LatencyCurve', 'latency_curve', 'Goal', 'find_target', 'reach', 'describe_goal', 'ratio_for']
+           'pruned_copy', 'LatencyCurve', 'latency_curve', 'Goal', 'find_target', 'reach', 'describe_goal', 'ratio_for',
+           'llama_latency', 'llama_latency_curve']
 
 # %% ../nbs/31_targets.ipynb 5
 _NUMBER = re.compile(r"\s*((?:\d{1,3}(?:,\d{3})+|\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([A-Za-zµ/]*)\s*")
@@ -395,3 +397,42 @@ def ratio_for(model:nn.Module, params=None, size=None, dtype=None, allocate=None
     check(params is None or size is None, "give params or size, not both", "ask for one target")
     check(params is not None or size is not None, "ratio_for needs params= or size=", "e.g. ratio_for(model, params='100M')")
     return find_target(model, params=params, size=size, dtype=dtype, allocate=allocate, multiple_of=multiple_of, **kw).ratio
+
+# %% ../nbs/31_targets.ipynb 37
+def llama_latency(paths:dict, threads:int=2, prefill:int=64, decode:int=32, repeat:int=3, seed:int=0, progress:bool=False) -> dict:
+    "`Latency` (lop.targets) in llama.cpp of each GGUF file in `paths` (name → path): every file once a round, so drifting load hits all alike."
+    from tqdm.auto import tqdm
+    from lop.gguf import open_llama, llama_times
+    check(isinstance(repeat, int) and repeat >= 1, f"repeat={repeat!r} must be a positive integer", "e.g. repeat=3")
+    llms = {k: open_llama(p, threads, prefill + decode + 8, prefill) for k, p in paths.items()}
+    n_vocab = min(l.n_vocab() for l in llms.values())
+    ids = torch.randint(n_vocab, (prefill + decode,), generator=torch.Generator().manual_seed(seed)).tolist()   # the speed does not read the text
+    try:
+        for l in llms.values(): llama_times(l, ids, prefill)          # warm-up
+        runs = {k: [] for k in llms}
+        for _ in tqdm(range(repeat), desc="llama.cpp", disable=not progress):
+            for k, l in llms.items(): runs[k].append(llama_times(l, ids, prefill))
+    finally:
+        for l in llms.values(): l.close()
+    dev = f"llama.cpp {__import__('llama_cpp').__version__}, {threads} thread{'s' * (threads != 1)}"
+    return {k: Latency(statistics.median(r[1] for r in rs), statistics.median(r[0] for r in rs), decode, prefill, repeat, threads, dev,
+                       [r[1] for r in rs], [r[0] for r in rs]) for k, rs in runs.items()}
+
+def llama_latency_curve(model:nn.Module, prune, tokenizer=None, ratios=(0.0, 0.3, 0.6), dtype:str="f16", threads:int=2, prefill:int=64,
+                        decode:int=32, repeat:int=3, work=None, progress:bool=False):
+    "The decode latency of `model` pruned at target `ratios` by `prune(copy, ratio)` (e.g. `lop.ondemand.prune_to`), measured in llama.cpp as GGUF files of `dtype`: a `LatencyCurve` for `prune_to(latency=..., curve=...)`."
+    import copy, tempfile
+    from lop.gguf import write_gguf
+    check(callable(prune), f"prune={prune!r} is not a function of (model, ratio)", "pass e.g. lop.ondemand.prune_to")
+    ratios = sorted(float(r) for r in ratios)
+    check(len(ratios) >= 2 and ratios[0] >= 0 and ratios[-1] < 1, f"a latency curve needs at least two ratios in [0, 1), got {ratios}")
+    with tempfile.TemporaryDirectory(dir=work) as d:
+        paths, realised = {}, []
+        for r in ratios:
+            m = copy.deepcopy(model)
+            if r > 0: prune(m, r)
+            paths[r] = Path(d)/f"{r:.3f}.gguf"; write_gguf(m, paths[r], tokenizer, dtype)
+            realised.append(1 - sum(f.width for f in find_ffns(m)) / sum(f.width for f in find_ffns(model))); del m
+        lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
+    return LatencyCurve(ratios, [lat[r].decode_ms for r in ratios], [lat[r].prefill_ms for r in ratios], decode, prefill, repeat, threads,
+                        f"{lat[ratios[0]].device}, {dtype} GGUF", realised)
