@@ -430,15 +430,11 @@ def bench_markdown(res:dict) -> str:
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/21_bench.ipynb 14
-def _matmul_weights(model) -> int:
-    "Weights one token's forward multiplies by: every nn.Linear, the output head included (tied or not)."
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-
 def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.6), dtype:str="f16", threads:int=2, prefill:int=128,
                decode:int=64, repeat:int=5, multiples=(1, 32), latency:str|None=None, progress:bool=True) -> dict:
     """llama.cpp's prefill and decode speed of `name` dense and pruned by LOP at `ratios` (GGUF files in `dtype`, `threads` threads), timed
-    alternately, with the kept widths unrounded and rounded to each of `multiples`, against the ideal speed-up from the weights a token
-    multiplies by; each file's size against `size_at`'s count; and a latency target (default halfway between dense and the last ratio,
+    alternately, with the kept widths unrounded and rounded to each of `multiples`, against the ideal speed-up from the FLOPs a token
+    costs (`model_stats`, as `bench_throughput`); each file's size against `size_at`'s count; and a latency target (default halfway between dense and the last ratio,
     whole ms) reached through the curve of the last of `multiples`, then measured in llama.cpp.
     Writes `out/gguf_{name}.json` and `.md`."""
     import copy, tempfile
@@ -456,14 +452,14 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
             m, _ = pruned(r, k)
             paths[(r, k)] = Path(work)/f"{r:.2f}-{k}.gguf"; write_gguf(m, paths[(r, k)], tok, dtype=dtype)
             rows.append(dict(ratio=r, multiple_of=k, widths=[f.width for f in find_ffns(m)], file_mb=paths[(r, k)].stat().st_size / 1e6,
-                             counted_mb=size_at(dense, r, dtype, multiple_of=k) / 1e6, params=m.num_parameters(), matmul_weights=_matmul_weights(m)))
+                             counted_mb=size_at(dense, r, dtype, multiple_of=k) / 1e6, params=m.num_parameters(), flops=model_stats(m, context=prefill)["language_flops"]))
             del m
         lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
         d = rows[0]
         for row in rows:
             L = lat[(row["ratio"], row["multiple_of"])]
             row.update(prefill_tok_s=prefill / L.prefill_ms * 1e3, decode_tok_s=1e3 / L.decode_ms, decode_ms=L.decode_ms,
-                       ideal=d["matmul_weights"] / row["matmul_weights"])
+                       ideal=d["flops"] / row["flops"])
             row.update(prefill_speedup=row["prefill_tok_s"] / d["prefill_tok_s"], decode_speedup=row["decode_tok_s"] / d["decode_tok_s"])
             row.update(prefill_of_ideal=row["prefill_speedup"] / row["ideal"], decode_of_ideal=row["decode_speedup"] / row["ideal"])
         k = multiples[-1]; on = [r for r in rows if r["ratio"] == 0 or r["multiple_of"] == k]
@@ -482,8 +478,8 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
     md = [f"# {res['description']} in llama.cpp: dense and pruned by LOP", "",
           f"{p['runtime']}, {dtype} GGUF files written by `lop.gguf.write_gguf`; prefill {prefill} tokens, then {decode} tokens one at a "
           f"time; medians of {repeat} rounds, every file once a round; {p['device']}, {p['time'][:10]} (commit {_short(p['commit'])}); written "
-          "by `python -m bench --gguf` (lop.bench.bench_gguf). Ideal: the weights a token multiplies by, dense ÷ pruned (the output head "
-          "included). Counted MB: `lop.targets.size_at` (norms counted at 2 bytes; the file keeps them, and its keys, in more).", "",
+          "by `python -m bench --gguf` (lop.bench.bench_gguf). Ideal: the FLOPs a token costs, dense ÷ pruned (every linear layer, the "
+          f"output head included, and attention over {prefill} tokens of context: `model_stats`). Counted MB: `lop.targets.size_at` (norms counted at 2 bytes; the file keeps them, and its keys, in more).", "",
           "| FFN ratio | widths a multiple of | file MB | counted MB | prefill tok/s | decode tok/s | prefill speed-up | decode speed-up | ideal | prefill ÷ ideal | decode ÷ ideal |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['ratio']:.0%} | {r['multiple_of']} | {r['file_mb']:.1f} | {r['counted_mb']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {r['prefill_speedup']:.2f} | "
