@@ -144,11 +144,16 @@ def _write(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 # %% ../nbs/30_gguf.ipynb 20
-def _llama(path, n_ctx:int):
-    "A `llama_cpp.Llama` of `path` that keeps every position's logits, or an LOPError with llama.cpp's own reason."
+def _llama_cpp():
+    "The `llama_cpp` module (llama-cpp-python), or an LOPError saying how to install it."
     try: import llama_cpp, llama_cpp._logger
     except ImportError: raise LOPError("llama-cpp-python is not installed: lop cannot run a GGUF file in llama.cpp",
                                        "pip install llama-cpp-python==0.3.36 (it builds from source once; pip caches the wheel)") from None
+    return llama_cpp
+
+def _llama(path, n_ctx:int):
+    "A `llama_cpp.Llama` of `path` that keeps every position's logits, or an LOPError with llama.cpp's own reason."
+    llama_cpp = _llama_cpp()
     log = io.StringIO()          # llama.cpp logs through llama-cpp-python's callback, which prints to sys.stderr
     try:
         with contextlib.redirect_stderr(log):
@@ -210,10 +215,7 @@ def write_gguf(model:nn.Module, path, tokenizer=None, dtype:str="f16", source=No
 # %% ../nbs/30_gguf.ipynb 30
 def open_llama(path, threads:int=2, n_ctx:int=512, n_batch:int=512):
     "A quiet `llama_cpp.Llama` of the GGUF file `path` on `threads` threads, for timing and for answers."
-    try: import llama_cpp
-    except ImportError: raise LOPError("llama-cpp-python is not installed: lop cannot run a GGUF file in llama.cpp",
-                                       "pip install llama-cpp-python==0.3.36 (it builds from source once; pip caches the wheel)") from None
-    return llama_cpp.Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_batch, verbose=False)
+    return _llama_cpp().Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_batch, verbose=False)
 
 def llama_times(llm, ids:list, prefill:int) -> tuple[float, float]:
     "(prefill ms, decode ms per token) of `llm`: one prefill of `ids[:prefill]`, then the rest one token at a time (teacher-forced: no sampling timed)."
