@@ -151,26 +151,28 @@ def _llama_cpp():
                                        "pip install llama-cpp-python==0.3.36 (it builds from source once; pip caches the wheel)") from None
     return llama_cpp
 
-def _llama(path, n_ctx:int):
-    "A `llama_cpp.Llama` of `path` that keeps every position's logits, or an LOPError with llama.cpp's own reason."
+def _llama(path, n_ctx:int, fix:str="a bug in the export or a damaged file: report it with the model's class and config", **kw):
+    "A quiet `llama_cpp.Llama` of `path` (keyword arguments `kw`), or an LOPError with llama.cpp's own reason and `fix`."
     llama_cpp = _llama_cpp()
+    check(Path(path).is_file(), f"no GGUF file at {path}", "pass the path of a .gguf file (lop prune --format gguf writes one)")
     log = io.StringIO()          # llama.cpp logs through llama-cpp-python's callback, which prints to sys.stderr
     try:
         with contextlib.redirect_stderr(log):
-            return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True, verbose=True,
-                                   type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,   # the file's precision, not the cache's
-                                   n_threads=max(1, torch.get_num_threads()))
+            llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=True, **kw)
     except (ValueError, RuntimeError) as e:
         why = [l.strip() for l in log.getvalue().splitlines() if any(s in l for s in ("error", "failed", "wrong", "missing"))]
-        raise LOPError(f"llama.cpp refuses {path}: {'; '.join(why[-3:]) or e}",
-                       "a bug in the export or a damaged file: report it with the model's class and config") from None
+        raise LOPError(f"llama.cpp refuses {path}: {'; '.join(why[-3:]) or e}", fix) from None
     finally: llama_cpp._logger.set_verbose(False)   # quiet again for what follows
+    llm.verbose = False
+    return llm
 
 def gguf_logits(path, ids) -> np.ndarray:
     "llama.cpp's logits (positions × vocabulary, float32) of the GGUF file `path` for the token `ids`, at every position."
     ids = [int(i) for i in torch.as_tensor(ids).flatten().tolist()]
     check(len(ids) > 0, "no token ids to evaluate", "pass a non-empty list of token ids")
-    llm = _llama(path, max(8, len(ids)))
+    n = max(8, len(ids)); llama_cpp = _llama_cpp()
+    llm = _llama(path, n, n_batch=n, n_ubatch=n, logits_all=True, n_threads=max(1, torch.get_num_threads()),
+                 type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)   # the cache in the file's precision, not f16
     try:
         llm.eval(ids)
         return np.array(llm.scores[:len(ids)], dtype=np.float32)
@@ -214,8 +216,9 @@ def write_gguf(model:nn.Module, path, tokenizer=None, dtype:str="f16", source=No
 
 # %% ../nbs/30_gguf.ipynb 30
 def open_llama(path, threads:int=2, n_ctx:int=512, n_batch:int=512):
-    "A quiet `llama_cpp.Llama` of the GGUF file `path` on `threads` threads, for timing and for answers."
-    return _llama_cpp().Llama(str(path), n_threads=threads, n_threads_batch=threads, n_ctx=n_ctx, n_batch=n_batch, verbose=False)
+    "A quiet `llama_cpp.Llama` of the GGUF file `path` on `threads` threads, for timing and for answers (an LOPError when llama.cpp refuses it)."
+    return _llama(path, n_ctx, "open a file lop wrote (lop prune --format gguf), or check the file with gguf.GGUFReader",
+                  n_threads=threads, n_threads_batch=threads, n_batch=n_batch)
 
 def llama_times(llm, ids:list, prefill:int) -> tuple[float, float]:
     "(prefill ms, decode ms per token) of `llm`: one prefill of `ids[:prefill]`, then the rest one token at a time (teacher-forced: no sampling timed)."
