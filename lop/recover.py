@@ -139,8 +139,8 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
             opt.zero_grad(set_to_none=True); total = 0.0
             for j in range(recipe.accumulate):
                 b = to_device(_batch_at(batches, step * recipe.accumulate + j, recipe.seed), dev)
-                with torch.no_grad(), autocast(): t_out = teacher(**b, output_hidden_states=hidden)
-                with autocast(): s_out = student(**b, output_hidden_states=hidden)
+                with torch.no_grad(), autocast(): t_out = teacher(**b, output_hidden_states=hidden, use_cache=False)   # no KV cache to build
+                with autocast(): s_out = student(**b, output_hidden_states=hidden, use_cache=False)
                 mask = b.get("attention_mask")
                 loss = distill_loss(s_out.logits[:, :-1], t_out.logits[:, :-1], None if mask is None else mask[:, 1:], recipe.temperature)
                 if hidden: loss = loss + recipe.hidden_weight * _hidden_loss(s_out.hidden_states, t_out.hidden_states)
