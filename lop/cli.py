@@ -175,11 +175,12 @@ def _recovery_data(proc, a) -> tuple[list, dict]:
     check(proc is not None, "the checkpoint was saved without its tokenizer or processor: recovery has no way to encode its data",
           "prune the model again with lop prune (it saves the tokenizer), or save_pruned(model, path, processor)")
     if _is_text(proc):
-        td = _text(proc, a, calibration=a.windows, batch_size=a.batch_size)
-        return td.calibration, dict(corpus=a.corpus, split="calibration", windows=a.windows, seq_len=256, documents=td.meta["documents"]["calibration"])
+        td = _text(proc, a, calibration=a.windows or None, batch_size=a.batch_size)   # 0: every window of the calibration split
+        return td.calibration, dict(corpus=a.corpus, split="calibration", windows=td.meta["windows"]["calibration"], seq_len=256,
+                                    documents=td.meta["documents"]["calibration"])
     from lop.synthvqa import calibration_items
     from lop.evaluate import encode_items
-    return encode_items(proc, calibration_items(a.windows, a.seed), a.batch_size), dict(corpus="synthvqa", split="calibration", items=a.windows)
+    return encode_items(proc, calibration_items(a.windows or 500, a.seed), a.batch_size), dict(corpus="synthvqa", split="calibration", items=a.windows or 500)
 
 def _recover(m, proc, teacher:str, a, steps:int):
     "Distil the dense `teacher` (a name or path load_model takes) into the pruned `m` in place, its record kept as `m.lop_recovery`."
@@ -263,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--lora-rank", type=int, default=None, help="recovery: 0 trains every remaining weight; r > 0 trains LoRA adapters of rank r, merged back")
         s.add_argument("--lora-alpha", type=float, default=None)
         s.add_argument("--accumulate", type=int, default=1); s.add_argument("--batch-size", type=int, default=4, help="recovery: windows per batch")
-        s.add_argument("--windows", type=int, default=64, help="recovery data: calibration windows of 256 tokens (SynthVQA: items)")
+        s.add_argument("--windows", type=int, default=0, help="recovery data: calibration windows of 256 tokens (0: all of the corpus's calibration split; SynthVQA: items, 0: 500)")
         s.add_argument("--checkpoint-every", type=int, default=10)
     s = add("recover", cmd_recover, "distil the dense model into a pruned checkpoint (same widths, same format)", model=False)
     s.add_argument("dir", help="a pruned checkpoint (lop or hf format)"); s.add_argument("--out", required=True)
