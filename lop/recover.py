@@ -121,13 +121,13 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
     check(params, "the pruned model has no trainable weight", "call student.requires_grad_(True)")
     fused = torch.device(dev).type in ("cpu", "cuda")   # one kernel for all tensors: on 2 CPU cores 5× faster than the loop
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
-    start, hist, tokens, ck = 0, [], 0, Path(checkpoint) if checkpoint else None
+    start, hist, tokens, before, ck = 0, [], 0, 0.0, Path(checkpoint) if checkpoint else None
     if ck is not None and ck.is_file():
         try: st = torch.load(ck, weights_only=False, map_location=dev)
         except Exception as e: raise LOPError(f"cannot read the recovery checkpoint {ck} ({type(e).__name__})", f"delete {ck} to start over") from None
         check(st.get("settings") == settings, f"{ck} belongs to another recovery run (recipe, model or data)", f"use the same settings, or delete {ck}")
         student.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
-        start, hist, tokens = st["step"], st["history"], st["tokens"]
+        start, hist, tokens, before = st["step"], st["history"], st["tokens"], st.get("seconds", 0.0)   # seconds: spent before the kill
     cuda = torch.device(dev).type == "cuda"
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     hidden = recipe.hidden_weight > 0
@@ -152,7 +152,7 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
             if ck is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == recipe.steps):
                 with atomic_path(ck, ".pt") as tmp:
                     torch.save(dict(settings=settings, model=student.state_dict(), opt=opt.state_dict(), step=step + 1, history=hist,
-                                    tokens=tokens), tmp)
+                                    tokens=tokens, seconds=before + time.perf_counter() - t0), tmp)
             if on_step is not None: on_step(step + 1, total)
     finally:
         student.eval()
@@ -161,4 +161,4 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
             for n, p in student.named_parameters(): p.requires_grad_(grads.get(n, True))
     check([f.width for f in find_ffns(student)] == widths, "the recovery changed the pruned model's widths", "report this as a bug")
     return dict(recipe=asdict(recipe), steps=recipe.steps, tokens=tokens, batches=len(batches), resumed_at=start,
-                history=hist, seconds=round(time.perf_counter() - t0, 2))
+                history=hist, seconds=round(before + time.perf_counter() - t0, 2))   # the whole run's, across resumptions
