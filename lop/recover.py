@@ -31,6 +31,7 @@ class RecoverRecipe:
     seed:int=0                   # the order of the batches (and LoRA's initial adapters)
     lora_rank:int=0              # 0: train every remaining weight; r > 0: LoRA adapters of rank r (peft), merged back at the end
     lora_alpha:float=16.0        # LoRA's scale is lora_alpha / lora_rank
+    embeddings:bool=True         # train the token embeddings and the output head too; False freezes them (with LoRA they are frozen anyway)
 
     def __post_init__(self):
         for name, low in (("steps", 1), ("accumulate", 1), ("lora_rank", 0)):
@@ -42,6 +43,7 @@ class RecoverRecipe:
         for name in ("warmup", "min_lr", "hidden_weight", "weight_decay"):
             v = getattr(self, name)
             check(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name}={v!r} must be a finite number ≥ 0", f"pass {name}=0 or more")
+        check(isinstance(self.embeddings, bool), f"embeddings={self.embeddings!r} must be True or False", "pass embeddings=False to freeze them")
         check(self.warmup < 1 and self.min_lr <= 1, f"warmup={self.warmup} and min_lr={self.min_lr} must lie below 1", "e.g. warmup=0.1, min_lr=0.1")
 
     def lr_at(self, step:int) -> float:
@@ -116,6 +118,9 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
     settings = fingerprint(asdict(recipe), widths, [fingerprint(b["input_ids"].tolist()) for b in batches])
     teacher.eval()   # its forward runs under no_grad: nothing of it is trained or changed
     grads = {n: p.requires_grad for n, p in student.named_parameters()}
+    if not recipe.embeddings:   # the input embeddings and the output head (often one tied tensor) stay as they are
+        for m in (student.get_input_embeddings(), student.get_output_embeddings()):
+            if m is not None: m.weight.requires_grad_(False)
     lora = _add_lora(student, recipe) if recipe.lora_rank else None   # adapters injected into student's own modules
     params = [p for p in student.parameters() if p.requires_grad]
     check(params, "the pruned model has no trainable weight", "call student.requires_grad_(True)")
@@ -156,9 +161,8 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
             if on_step is not None: on_step(step + 1, total)
     finally:
         student.eval()
-        if lora is not None:   # the adapters merged into the weights; the student is a plain model again
-            lora.merge_and_unload()
-            for n, p in student.named_parameters(): p.requires_grad_(grads.get(n, True))
+        if lora is not None: lora.merge_and_unload()   # the adapters merged into the weights; the student is a plain model again
+        for n, p in student.named_parameters(): p.requires_grad_(grads.get(n, True))   # as the caller handed it in
     check([f.width for f in find_ffns(student)] == widths, "the recovery changed the pruned model's widths", "report this as a bug")
     return dict(recipe=asdict(recipe), steps=recipe.steps, tokens=tokens, batches=len(batches), resumed_at=start,
                 history=hist, seconds=round(before + time.perf_counter() - t0, 2))   # the whole run's, across resumptions
