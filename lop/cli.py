@@ -12,7 +12,7 @@ from .models import *
 from .importance import *
 from .prune import *
 from .toy import *
-from .text import CORPORA
+from .text import CORPORA, SPLIT_SEED
 
 # %% auto 0
 __all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune',
@@ -75,7 +75,7 @@ def _is_text(proc) -> bool:
 
 def _text(proc, a, **sizes):
     from lop.text import text_data
-    return text_data(proc, a.corpus, a.seed, **dict(dict(calibration=1, validation=1, test=1, last_word=1), **sizes))
+    return text_data(proc, a.corpus, SPLIT_SEED, **dict(dict(calibration=1, validation=1, test=1, last_word=1), **sizes))
 
 def cmd_importance(a):
     from lop.synthvqa import calibration_items
@@ -159,16 +159,34 @@ def _target_arg(parse):
     arg.__name__ = parse.__name__.removeprefix("parse_")
     return arg
 
+def _storage(m, a) -> tuple[str, str|None, int]:
+    """(dtype, file, multiple_of) of `lop prune`: the dtype the output is written in (and a size counted in), "gguf" when the size
+    is the GGUF file's, and the widths' multiple (32 for a q8_0 file unless asked: a width off the blocks stores ffn_down in f16)."""
+    from lop.targets import dtype_name
+    if a.format == "gguf":
+        d = a.gguf_dtype or "f16"
+        check(a.dtype in (None, d), f"--dtype {a.dtype} and --gguf-dtype {d} disagree: with --format gguf the size is the file's, in its dtype",
+              f"drop --dtype, or pass --gguf-dtype {a.dtype}")
+        return d, "gguf", a.multiple_of or (32 if d == "q8_0" else 1)
+    check(a.gguf_dtype is None, f"--gguf-dtype is for --format gguf; the {a.format} format is written in --dtype", "drop --gguf-dtype, or pass --format gguf")
+    d = dtype_name(a.dtype or next(m.parameters()).dtype)
+    check(d != "q8_0", f"the {a.format} format stores torch tensors: q8_0 is a GGUF type", "pass --format gguf --gguf-dtype q8_0, or --dtype f16/bf16/f32")
+    return d, None, a.multiple_of or 1
+
 def cmd_prune(a):
     from lop.ondemand import prune_to
-    from lop.targets import describe_goal
+    from lop.targets import describe_goal, TORCH_DTYPES
     m, proc = _load(a.model, a.device)
-    _, info = prune_to(m, a.target, a.predictor, a.scores, a.multiple_of, params=a.params, size=a.size, latency=a.latency,
-                       dtype=a.dtype, latency_kw=dict(threads=a.threads) if a.threads else None)
+    dtype, file, multiple_of = _storage(m, a)
+    _, info = prune_to(m, a.target, a.predictor, a.scores, multiple_of, params=a.params, size=a.size, latency=a.latency,
+                       dtype=dtype if a.size else None, file=file if a.size else None, tokenizer=proc,
+                       latency_kw=dict(threads=a.threads) if a.threads else None)
     print(f"pruned to {info['realised']:.4f} in {info['seconds']['total'] * 1e3:.1f} ms; kept {info['kept']}")
     print(describe_goal(info["goal"]))
-    if a.recover: _recover(m, proc, a.model, a, a.recover)
-    save_pruned(m, a.out, proc, format=a.format, dtype=a.gguf_dtype); print(f"→ {a.out}")
+    ck = _recover(m, proc, a.model, a, a.recover) if a.recover else None
+    if file is None: m.to(TORCH_DTYPES[dtype])   # the lop and hf formats write the model's tensors: in the dtype the size was counted in
+    _save_verified(m, proc, a, a.format, dtype if file else None, ck)
+    if file: print(f"model.gguf: {(Path(a.out)/'model.gguf').stat().st_size:,} bytes on disk")
 
 def _recovery_data(proc, a) -> tuple[list, dict]:
     "Recovery batches and what they are: the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."
@@ -176,14 +194,15 @@ def _recovery_data(proc, a) -> tuple[list, dict]:
           "prune the model again with lop prune (it saves the tokenizer), or save_pruned(model, path, processor)")
     if _is_text(proc):
         td = _text(proc, a, calibration=a.windows or None, batch_size=a.batch_size)   # 0: every window of the calibration split
-        return td.calibration, dict(corpus=a.corpus, split="calibration", windows=td.meta["windows"]["calibration"], seq_len=256,
-                                    documents=td.meta["documents"]["calibration"])
+        return td.calibration, dict(corpus=a.corpus, split="calibration", split_seed=td.meta["split_seed"], windows=td.meta["windows"]["calibration"],
+                                    seq_len=256, documents=td.meta["documents"]["calibration"])
     from lop.synthvqa import calibration_items
     from lop.evaluate import encode_items
     return encode_items(proc, calibration_items(a.windows or 500, a.seed), a.batch_size), dict(corpus="synthvqa", split="calibration", items=a.windows or 500)
 
-def _recover(m, proc, teacher:str, a, steps:int):
-    "Distil the dense `teacher` (a name or path load_model takes) into the pruned `m` in place, its record kept as `m.lop_recovery`."
+def _recover(m, proc, teacher:str, a, steps:int) -> Path:
+    """Distil the dense `teacher` (a name or path load_model takes) into the pruned `m` in place, its record kept as `m.lop_recovery`;
+    returns the checkpoint file, which the caller removes once the output is saved and verified (`_save_verified`)."""
     from lop.recover import recover, RecoverRecipe
     given = {k: getattr(a, k) for k in ("lr", "temperature", "lora_rank", "lora_alpha") if getattr(a, k) is not None}   # the rest: RecoverRecipe's defaults
     recipe = RecoverRecipe(steps=steps, accumulate=a.accumulate, seed=a.seed, **given)   # checks the numbers first
@@ -192,8 +211,18 @@ def _recover(m, proc, teacher:str, a, steps:int):
     ck = Path(a.out).with_name(Path(a.out).name + ".recover.pt")   # beside the output: a killed run continues from it
     rec = recover(m, dense, batches, recipe, checkpoint=ck, checkpoint_every=a.checkpoint_every)
     m.lop_recovery = dict(rec, teacher=teacher, data=data, provenance=provenance())
-    ck.unlink(missing_ok=True)
     print(f"recovered: {rec['steps']} steps, {rec['tokens']:,} tokens, loss {rec['history'][0]['loss']:.4f} → {rec['history'][-1]['loss']:.4f}")
+    return ck
+
+def _save_verified(m, proc, a, fmt:str, dtype, checkpoint:Path|None=None):
+    "Save `m` to `a.out`; after a recovery, read it back and compare before its `checkpoint` is removed (a failed save keeps the run)."
+    save_pruned(m, a.out, proc, format=fmt, dtype=dtype)
+    if checkpoint is not None:
+        back = load_pruned(a.out)
+        check(model_fingerprint(back) == model_fingerprint(m), f"{a.out} does not read back as the recovered model",
+              f"the recovery is kept in {checkpoint}: run the same command again to save it without training")
+        checkpoint.unlink(missing_ok=True)
+    print(f"→ {a.out}")
 
 def cmd_recover(a):
     folder = Path(a.dir)
@@ -203,10 +232,10 @@ def cmd_recover(a):
     teacher = a.teacher or man.get("source")
     check(teacher, f"{folder} does not name the dense model it was cut from (no 'source' in its lop.json)", "pass --teacher NAME_OR_PATH")
     m, proc = _load(str(folder), a.device)
-    _recover(m, proc, teacher, a, a.steps)
+    ck = _recover(m, proc, teacher, a, a.steps)
     g = man.get("gguf") if isinstance(man.get("gguf"), dict) else None    # a gguf folder stays one, in its dtype
     fmt = "hf" if man.get("format") == "lop-hf" else "gguf" if g else "lop"
-    save_pruned(m, a.out, proc, format=fmt, dtype=g.get("dtype") if g else None); print(f"→ {a.out}")
+    _save_verified(m, proc, a, fmt, g.get("dtype") if g else None, ck)
 
 def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
@@ -271,22 +300,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, required=True); s.add_argument("--teacher", help="the dense model (default: the checkpoint's source)")
     s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA)); s.add_argument("--device", default=None)
     recovery_args(s)
-    from lop.targets import DTYPES, parse_params, parse_size, parse_latency
+    from lop.targets import TORCH_DTYPES, parse_params, parse_size, parse_latency
+    from lop.gguf import DTYPES as GGUF_DTYPES
     s = add("prune", cmd_prune, "prune a model on demand to one target (a ratio, a parameter count, a size or a latency) and save it")
     s.add_argument("--recover", type=int, default=0, metavar="STEPS", help="then recover it by distillation from the dense model for STEPS steps")
     recovery_args(s)
     t = s.add_mutually_exclusive_group(required=True)
     t.add_argument("--target", type=ratio_arg, help="mean FFN pruning ratio, in [0, 1)")
     t.add_argument("--params", type=_target_arg(parse_params), help="parameter budget, e.g. 100M (counted as num_parameters())")
-    t.add_argument("--size", type=_target_arg(parse_size), help="weight bytes in --dtype, e.g. 200MB (10^6 bytes) or 190MiB (2^20)")
+    t.add_argument("--size", type=_target_arg(parse_size), help="bytes, e.g. 200MB (10^6 bytes) or 190MiB (2^20): with --format gguf the "
+                   "file on disk in --gguf-dtype; otherwise the weights in --dtype")
     t.add_argument("--latency", type=_target_arg(parse_latency), help="decode latency per token on this machine, e.g. 8ms (measured)")
-    s.add_argument("--dtype", choices=list(DTYPES), help="with --size: the dtype the bytes are counted in (default: the model's)")
+    s.add_argument("--dtype", choices=list(TORCH_DTYPES), help="the lop and hf formats: the dtype the weights are written (and a --size "
+                   "counted) in (default: the model's)")
     s.add_argument("--threads", type=int, help="with --latency: torch threads to measure (and run) with")
     s.add_argument("--out", required=True)
-    s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=1)
+    s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=None,
+                   help="every layer keeps a multiple of this many neurons (default 1; 32 for a q8_0 GGUF file, its block)")
     s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
                    "plain transformers loads with trust_remote_code=True, without lop; gguf: lop's own plus model.gguf for llama.cpp (Llama family)")
-    s.add_argument("--gguf-dtype", choices=["f32", "f16", "q8_0"], help="with --format gguf: the GGUF file's weights (default f16)")
+    s.add_argument("--gguf-dtype", choices=list(GGUF_DTYPES), help="with --format gguf: the GGUF file's weights (default f16)")
     return p
 
 def main(argv=None) -> int:

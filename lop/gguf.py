@@ -4,20 +4,26 @@
 
 # %% ../nbs/30_gguf.ipynb 2
 from __future__ import annotations
-import contextlib, io, json, time
+import contextlib, io, json, math, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from .core import *
 from .models import *
 
 # %% auto 0
-__all__ = ['DTYPES', 'TOLERANCES', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_tensors', 'gguf_logits', 'verify_gguf',
-           'write_gguf', 'open_llama', 'llama_times']
+__all__ = ['DTYPES', 'ALIGNMENT', 'TOLERANCES', 'VERIFY_TOKENS', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_shapes',
+           'gguf_tensors', 'gguf_type', 'gguf_nbytes', 'gguf_overhead', 'gguf_file_bytes', 'gguf_logits', 'file_dtype',
+           'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama', 'llama_times']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
                   Qwen2_5_VLForConditionalGeneration="qwen2vl", Qwen2VLForConditionalGeneration="qwen2vl",
                   MistralForCausalLM="llama", LlavaForConditionalGeneration="llama")
+
+def _rope_theta(c) -> float|None:
+    "The rope base of config `c` (transformers 5 keeps it in `rope_parameters`, earlier versions on the config), or None."
+    v = (getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", None))
+    return None if v is None else float(v)
 
 def gguf_config(model:nn.Module):
     "The config of `model` when llama.cpp's `deci` architecture runs it at per-layer FFN widths; otherwise an LOPError saying why and what works."
@@ -28,6 +34,9 @@ def gguf_config(model:nn.Module):
     c = model.config
     rope = dict(getattr(c, "rope_parameters", None) or {})
     check(rope.get("rope_type", "default") == "default", f"{name} uses rope scaling {rope.get('rope_type')!r}, which lop's GGUF export does not write", fix)
+    theta = _rope_theta(c)
+    check(theta is not None and math.isfinite(theta) and theta > 0, f"{name}'s config has no usable rope_theta ({theta!r}): the file's rope base "
+          "would be a guess", "set config.rope_parameters['rope_theta'] to the base the model was trained with")
     check(c.hidden_act == "silu", f"{name} uses the activation {c.hidden_act!r}; llama.cpp's deci runs SiLU", fix)
     return c
 
@@ -39,23 +48,31 @@ def rope_permute(w:torch.Tensor, n_head:int) -> torch.Tensor:
 # %% ../nbs/30_gguf.ipynb 12
 def _head_dim(c) -> int: return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
 
-def gguf_tensors(model:nn.Module) -> dict[str, torch.Tensor]:
-    "llama.cpp's name → float32 tensor for every weight of a Llama-family `model`, the Q/K rows permuted for its rope."
+def _gguf_sources(model:nn.Module) -> dict[str, tuple[torch.Tensor, int]]:
+    "llama.cpp's name → (the model's tensor, the heads its rows are permuted over for llama.cpp's rope, or 0) for every weight written."
     c = gguf_config(model)
     nh, nkv = c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads
-    f = lambda t: t.detach().to("cpu", torch.float32)
     emb = model.get_input_embeddings().weight
-    out = {"token_embd.weight": f(emb), "output_norm.weight": f(model.model.norm.weight)}
-    if model.lm_head.weight.data_ptr() != emb.data_ptr(): out["output.weight"] = f(model.lm_head.weight)   # tied: llama.cpp reuses token_embd
+    out = {"token_embd.weight": (emb, 0), "output_norm.weight": (model.model.norm.weight, 0)}
+    if model.lm_head.weight.data_ptr() != emb.data_ptr(): out["output.weight"] = (model.lm_head.weight, 0)   # tied: llama.cpp reuses token_embd
     for i, layer in enumerate(model.model.layers):
         a, m, b = layer.self_attn, layer.mlp, f"blk.{i}."
-        out[b + "attn_norm.weight"], out[b + "ffn_norm.weight"] = f(layer.input_layernorm.weight), f(layer.post_attention_layernorm.weight)
+        out[b + "attn_norm.weight"], out[b + "ffn_norm.weight"] = (layer.input_layernorm.weight, 0), (layer.post_attention_layernorm.weight, 0)
         for lin, name, heads in ((a.q_proj, "attn_q", nh), (a.k_proj, "attn_k", nkv), (a.v_proj, "attn_v", 0), (a.o_proj, "attn_output", 0),
                                  (m.gate_proj, "ffn_gate", 0), (m.up_proj, "ffn_up", 0), (m.down_proj, "ffn_down", 0)):
             for kind in ("weight", "bias"):
                 t = getattr(lin, kind)
-                if t is not None: out[f"{b}{name}.{kind}"] = rope_permute(f(t), heads) if heads else f(t)
+                if t is not None: out[f"{b}{name}.{kind}"] = (t, heads)
     return out
+
+def gguf_shapes(model:nn.Module) -> dict[str, tuple]:
+    "llama.cpp's name → the shape (in torch's order) of every weight `write_gguf` writes for `model`."
+    return {k: tuple(t.shape) for k, (t, _) in _gguf_sources(model).items()}
+
+def gguf_tensors(model:nn.Module) -> dict[str, torch.Tensor]:
+    "llama.cpp's name → float32 tensor for every weight of a Llama-family `model`, the Q/K rows permuted for its rope."
+    f = lambda t: t.detach().to("cpu", torch.float32)
+    return {k: rope_permute(f(t), heads) if heads else f(t) for k, (t, heads) in _gguf_sources(model).items()}
 
 # %% ../nbs/30_gguf.ipynb 16
 def _source(model, source) -> Path|None:
@@ -110,38 +127,77 @@ def _build_tokenizer(w, tokenizer, n_vocab:int):
 # %% ../nbs/30_gguf.ipynb 18
 DTYPES = ("f32", "f16", "q8_0")
 _FILE_TYPE = dict(f32=0, f16=1, q8_0=7)     # llama.cpp's general.file_type: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
+ALIGNMENT = 32                              # gguf's GGUF_DEFAULT_ALIGNMENT: every tensor's data starts and ends on it
+
+def _check_dtype(dtype):
+    check(dtype in DTYPES, f"unknown GGUF dtype {dtype!r}", f"use one of {DTYPES}")
+
+def gguf_type(shape, dtype:str):
+    "The GGML type a tensor of `shape` (torch's order) is stored in, in a GGUF file of `dtype`: the one rule of the writer and the byte counts."
+    from gguf import GGMLQuantizationType as T, GGML_QUANT_SIZES
+    _check_dtype(dtype)
+    if len(shape) < 2 or dtype == "f32": return T.F32
+    t = T[dtype.upper()]
+    return t if shape[-1] % GGML_QUANT_SIZES[t][0] == 0 else T.F16   # a row must fill whole blocks
+
+def _padded(n:int) -> int: return -(-n // ALIGNMENT) * ALIGNMENT
+
+def gguf_nbytes(shape, dtype:str, padded:bool=False) -> int:
+    "Bytes of one tensor of `shape` in a GGUF file of `dtype` (`gguf_type`, and `gguf`'s GGML_QUANT_SIZES); `padded`: with its alignment padding."
+    from gguf import GGML_QUANT_SIZES
+    block, size = GGML_QUANT_SIZES[gguf_type(shape, dtype)]
+    n = math.prod(shape) // block * size
+    return _padded(n) if padded else n
 
 def _encode(t:torch.Tensor, dtype:str):
-    "(array, ggml type or None) of one tensor in `dtype`: 1-D tensors stay float32; q8_0 falls back to f16 for rows not in blocks of 32."
-    from gguf import GGMLQuantizationType, quants
-    a = t.numpy()
-    if a.ndim == 1 or dtype == "f32": return a, None
-    if dtype == "q8_0" and a.shape[-1] % 32 == 0: return quants.quantize(a, GGMLQuantizationType.Q8_0), GGMLQuantizationType.Q8_0
-    return a.astype(np.float16), None
+    "(array, ggml type for a quantised array or None) of one tensor stored by the rule `gguf_type`."
+    from gguf import GGMLQuantizationType as T, quants
+    typ, a = gguf_type(tuple(t.shape), dtype), t.numpy()
+    if typ == T.F32: return a, None
+    if typ == T.F16: return a.astype(np.float16), None
+    return quants.quantize(a, typ), typ
 
-def _write(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
-    "Write `model` to the GGUF file `path` as llama.cpp's `deci`, its tokenizer copied from `source` or built from `tokenizer`."
+def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
+    "A `GGUFWriter` to `path` holding every key of `model` as llama.cpp's `deci`, its tokenizer copied from `source` or built from `tokenizer`."
     from gguf import GGUFWriter
     c, ffns = gguf_config(model), find_ffns(model)
     n_vocab, hd = model.get_input_embeddings().weight.shape[0], _head_dim(c)
-    tensors = gguf_tensors(model)
     w = GGUFWriter(str(path), "deci")
     w.add_name(getattr(model, "lop_description", None) or type(model).__name__); w.add_file_type(_FILE_TYPE[dtype])
     w.add_context_length(c.max_position_embeddings); w.add_embedding_length(c.hidden_size); w.add_block_count(len(ffns))
     w.add_array("deci.feed_forward_length", [f.width for f in ffns])      # one width per layer: what `deci` builds and `llama` does not
     w.add_head_count(c.num_attention_heads); w.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
     w.add_key_length(hd); w.add_value_length(hd); w.add_rope_dimension_count(hd)
-    w.add_rope_freq_base(float((getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)))
+    w.add_rope_freq_base(_rope_theta(c))
     w.add_layer_norm_rms_eps(c.rms_norm_eps); w.add_vocab_size(n_vocab)
     if source is not None: _copy_tokenizer(w, source, n_vocab)
     else:
         check(tokenizer is not None, "no tokenizer to carry into the GGUF file: the model was not loaded from a GGUF file and no tokenizer was given",
               "pass tokenizer= (a byte-level BPE tokenizer) or source= the .gguf file the model came from")
         _build_tokenizer(w, tokenizer, n_vocab)
-    for name, t in tensors.items():
+    return w
+
+def _write(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
+    "Write `model` to the GGUF file `path` as llama.cpp's `deci`, every tensor stored by the rule `gguf_type`."
+    w = _writer(model, path, tokenizer, dtype, source)
+    for name, t in gguf_tensors(model).items():
         a, raw = _encode(t, dtype)
         w.add_tensor(name, a, raw_dtype=raw)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+def gguf_overhead(model:nn.Module, tokenizer=None, dtype:str="f16", source=None) -> int:
+    "Bytes of a GGUF file of `model` before its tensor data: header, keys (the tokenizer's too) and tensor infos, padded; the same at every FFN width."
+    import tempfile
+    _check_dtype(dtype)
+    with tempfile.TemporaryDirectory() as d:
+        w = _writer(model, Path(d)/"head.gguf", tokenizer, dtype, _source(model, source))
+        for name, shape in gguf_shapes(model).items(): w.add_tensor_info(name, shape, np.dtype(np.float32), 0)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
+        return _padded((Path(d)/"head.gguf").stat().st_size)
+
+def gguf_file_bytes(model:nn.Module, tokenizer=None, dtype:str="f16", source=None) -> int:
+    "The size on disk of the GGUF file `write_gguf` writes for `model` in `dtype`, counted before it is written."
+    return gguf_overhead(model, tokenizer, dtype, source) + sum(gguf_nbytes(s, dtype, padded=True) for s in gguf_shapes(model).values())
 
 # %% ../nbs/30_gguf.ipynb 20
 def _llama_cpp():
@@ -179,36 +235,78 @@ def gguf_logits(path, ids) -> np.ndarray:
     finally: llm.close()
 
 # %% ../nbs/30_gguf.ipynb 22
-TOLERANCES = dict(f32=1e-3, f16=0.02, q8_0=0.25)   # RMS(llama.cpp − transformers logits) / std(transformers logits)
-VERIFY_TEXT = "The capital of France is Paris. Pruning removes neurons from the feed-forward networks of a language model."
+TOLERANCES = dict(f32=1e-4, f16=0.01, q8_0=0.1)   # RMS(llama.cpp − transformers logits) / std(transformers logits), the weights as stored
+VERIFY_TOKENS = 160                                 # of VERIFY_TEXT, at most: enough positions for a rope error to show
 
-def _file_dtype(path) -> str:
+def _verify_text() -> str:
+    "Real English prose that ships with Python (its documentation of exceptions), for the check of every file."
+    from pydoc_data.topics import topics
+    return topics["exceptions"]
+
+VERIFY_TEXT = _verify_text()
+
+def file_dtype(path) -> str:
+    "The dtype (`DTYPES`) of the GGUF file `path`, from its `general.file_type`; an LOPError for a type lop does not write."
     from gguf import GGUFReader
-    ft = int(GGUFReader(path).fields["general.file_type"].contents())
-    return {v: k for k, v in _FILE_TYPE.items()}.get(ft, "q8_0")
+    try: field = GGUFReader(path).fields.get("general.file_type")
+    except Exception as e: raise LOPError(f"cannot read the GGUF file {path} ({type(e).__name__}: {str(e)[:120]})", "write the file again") from None
+    ft = None if field is None else int(field.contents())
+    names = {v: k for k, v in _FILE_TYPE.items()}
+    check(ft in names, f"{path} has file type {ft!r}, not one lop writes ({', '.join(f'{v} {k}' for k, v in _FILE_TYPE.items())})",
+          "verify files written by write_gguf, or pass the dtype's tolerance as tol= and stored= the dtype to compare with")
+    return names[ft]
 
-def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
-    "llama.cpp's logits of the GGUF file `path` against `model`'s for `ids`: RMS/spread of the difference, max |Δ|, next-token agreement, ok."
+def stored_weights(model:nn.Module, dtype:str) -> dict[str, torch.Tensor]:
+    "name → each weight of `model` as a GGUF file of `dtype` holds it (quantised by the rule `gguf_type`, then dequantised), for `functional_call`."
+    from gguf import GGMLQuantizationType as T, quants
+    out = {}
+    for n, p in model.named_parameters():
+        typ, a = gguf_type(tuple(p.shape), dtype), p.detach().to("cpu", torch.float32).numpy()
+        if typ == T.F32: continue
+        back = a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quants.quantize(a, typ), typ)
+        out[n] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device, p.dtype)
+    return out
+
+def verify_gguf(path, model:nn.Module, ids, tol:float|None=None, stored:str|None=None) -> dict:
+    """llama.cpp's logits of the GGUF file `path` against `model`'s, its weights as the file's dtype stores them, for `ids`:
+    RMS/spread of the difference, max |Δ|, next-token agreement, ok (RMS/spread ≤ `tol`, by default `TOLERANCES` of the dtype)."""
     ids = torch.as_tensor(ids).reshape(1, -1)
+    dtype = stored or file_dtype(path)
+    _check_dtype(dtype)
     a = gguf_logits(path, ids)
-    with torch.no_grad(): b = model(input_ids=ids.to(input_device(model))).logits[0].float().cpu().numpy()
-    dtype = _file_dtype(path)
+    with torch.no_grad():   # rounded as the file rounds them; the layout (names, Q/K order) is the writer's and is what is checked
+        b = torch.func.functional_call(model, stored_weights(model, dtype), args=(), kwargs=dict(input_ids=ids.to(input_device(model))))
+    b = b.logits[0].float().cpu().numpy()
     tol = TOLERANCES[dtype] if tol is None else tol
     rel = float(np.sqrt(np.mean((a - b) ** 2)) / b.std())
     return dict(dtype=dtype, tokens=len(a), rms_over_spread=rel, max_abs_diff=float(np.abs(a - b).max()),
                 logit_max=float(np.abs(b).max()), next_token_agreement=int((a.argmax(-1) == b.argmax(-1)).sum()), tol=tol, ok=rel <= tol)
 
 # %% ../nbs/30_gguf.ipynb 24
+def _check_tokens(llm, tokenizer, text:str) -> list[int]:
+    "The ids of `text` in llama.cpp with the file's tokenizer; an LOPError when they differ from the HF `tokenizer`'s (None: not compared)."
+    ids = llm.tokenize(text.encode(), add_bos=True, special=False)
+    if tokenizer is None: return ids
+    hf = tokenizer(text).input_ids
+    if ids != hf:
+        i = next((i for i, (x, y) in enumerate(zip(ids, hf)) if x != y), min(len(ids), len(hf)))
+        raise LOPError(f"llama.cpp tokenises the check text differently from {type(tokenizer).__name__}: the first difference is at token {i} "
+                       f"(llama.cpp {ids[i:i + 3]}, transformers {hf[i:i + 3]}; {len(ids)} against {len(hf)} tokens); nothing was written",
+                       "the tokenizer lop built does not match: export a model loaded from a GGUF file (its tokenizer is copied), "
+                       "or convert with llama.cpp's convert_hf_to_gguf.py")
+    return ids
+
 def write_gguf(model:nn.Module, path, tokenizer=None, dtype:str="f16", source=None) -> dict:
     "Write a (pruned) Llama-family `model` to the GGUF file `path` as llama.cpp's `deci` (every layer at its own FFN width), checked in llama.cpp first; returns the check (`verify_gguf`)."
-    check(dtype in DTYPES, f"unknown GGUF dtype {dtype!r}", f"use one of {DTYPES}")
+    _check_dtype(dtype)
     gguf_config(model)
     src = _source(model, source)
     with atomic_path(Path(path), ".gguf") as tmp:      # renamed onto `path` only if the block succeeds, removed otherwise
         _write(model, tmp, tokenizer, dtype, src)
         llm = _llama(tmp, 64)
-        try: ids = llm.tokenize(VERIFY_TEXT.encode(), add_bos=True)[:32]
+        try: ids = _check_tokens(llm, None if src is not None else tokenizer, VERIFY_TEXT)[:VERIFY_TOKENS]   # a copied tokenizer is the source's own
         finally: llm.close()
+        check(len(ids) >= min(128, VERIFY_TOKENS), f"the check text is only {len(ids)} tokens long", "report this as a bug")
         report = verify_gguf(tmp, model, ids)
         check(report["ok"], f"llama.cpp's logits of the exported file differ from the model's: RMS/spread {report['rms_over_spread']:.3g} "
               f"> {report['tol']} ({dtype}); nothing was written", "a bug in the export: report it with the model's class and config")

@@ -95,20 +95,23 @@ def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
     return _CURVES[key]
 
 def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Importance|str|None=None, multiple_of:int=1, *,
-             params=None, size=None, latency=None, dtype=None, measure:bool=True, curve:LatencyCurve|None=None, latency_kw:dict|None=None):
-    "Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype`, or decode `latency`) with the predictor's allocation; returns (model, info)."
+             params=None, size=None, latency=None, dtype=None, measure:bool=True, curve:LatencyCurve|None=None, latency_kw:dict|None=None,
+             file:str|None=None, tokenizer=None):
+    """Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype` (with `file='gguf'`: the GGUF file on
+    disk, its tokenizer from `tokenizer` or the model's source file), or decode `latency`) with the predictor's allocation; returns
+    (model, info). A target of 0 leaves the model dense."""
     kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")
     t0 = time.perf_counter()
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
-    if kind == "ratio": ratios, goal = _predicted(predictor, target), None
+    if kind == "ratio": ratios, goal = np.zeros(len(scores)) if target == 0 else _predicted(predictor, target), None   # 0: nothing pruned
     else:
         allocate, kw = _allocate(predictor), dict(latency_kw or {})
         if kind == "latency" and curve is None: curve = _curve(model, predictor, allocate, multiple_of, kw)
         goal = find_target(model, params=params, size=size, latency=latency, dtype=dtype, allocate=allocate, multiple_of=multiple_of,
-                           lo=predictor.lo, hi=predictor.hi, curve=curve, **kw)
+                           lo=predictor.lo, hi=predictor.hi, curve=curve, file=file, tokenizer=tokenizer, **kw)
         ratios = np.asarray(goal.ratios)
         rng = getattr(predictor, "meta", {}).get("trained_range")
         if rng and not rng[0] - 1e-9 <= goal.ratio <= rng[1] + 1e-9:

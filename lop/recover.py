@@ -10,10 +10,10 @@ from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import *
-from .models import find_ffns, input_device
+from .models import find_ffns, input_device, model_fingerprint
 
 # %% auto 0
-__all__ = ['LORA_TARGETS', 'RecoverRecipe', 'distill_loss', 'check_pair', 'recover']
+__all__ = ['LORA_TARGETS', 'RecoverRecipe', 'distill_loss', 'batch_loss', 'check_pair', 'recover']
 
 # %% ../nbs/29_recover.ipynb 5
 @dataclass(frozen=True)
@@ -55,19 +55,34 @@ class RecoverRecipe:
 
 # %% ../nbs/29_recover.ipynb 8
 def distill_loss(student_logits, teacher_logits, attention_mask=None, temperature:float=1.0) -> torch.Tensor:
-    "T² × the mean over real tokens of KL(teacher ‖ student) between the softmaxes of the logits at temperature T."
+    "T² × the mean over the positions `attention_mask` keeps of KL(teacher ‖ student) between the softmaxes of the logits at temperature T."
     ls = F.log_softmax(student_logits.float() / temperature, -1)
     lt = F.log_softmax(teacher_logits.float() / temperature, -1)
     kl = (lt.exp() * (lt - ls)).sum(-1)
     keep = torch.ones_like(kl) if attention_mask is None else attention_mask.to(kl)
     return (kl * keep).sum() / keep.sum().clamp_min(1) * temperature ** 2
 
-def _hidden_loss(student_hidden, teacher_hidden) -> torch.Tensor:
-    "Mean over layers of the MSE between hidden states, each normalised by the teacher's mean square."
-    return torch.stack([F.mse_loss(s.float(), t.float()) / t.float().pow(2).mean().clamp_min(1e-12)
-                        for s, t in zip(student_hidden[1:], teacher_hidden[1:])]).mean()
+def _hidden_loss(student_hidden, teacher_hidden, attention_mask=None) -> torch.Tensor:
+    "Mean over layers of the MSE between hidden states at the real positions, each normalised by the teacher's mean square there."
+    keep = None if attention_mask is None else attention_mask.bool()
+    def mse(s, t):
+        s, t = (s.float(), t.float()) if keep is None else (s.float()[keep], t.float()[keep])
+        return F.mse_loss(s, t) / t.pow(2).mean().clamp_min(1e-12)
+    return torch.stack([mse(s, t) for s, t in zip(student_hidden[1:], teacher_hidden[1:])]).mean()
 
-# %% ../nbs/29_recover.ipynb 11
+def batch_loss(student:nn.Module, teacher:nn.Module, batch:dict, recipe) -> torch.Tensor:
+    "The recovery loss of one `batch`: the logit KL at every position whose token is real, plus `recipe.hidden_weight` × the hidden-state term."
+    hidden = recipe.hidden_weight > 0
+    cuda = next(student.parameters()).device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.no_grad(): t_out = teacher(**batch, output_hidden_states=hidden, use_cache=False)   # no KV cache to build
+        s_out = student(**batch, output_hidden_states=hidden, use_cache=False)
+    mask = batch.get("attention_mask")
+    loss = distill_loss(s_out.logits[:, :-1], t_out.logits[:, :-1], None if mask is None else mask[:, :-1], recipe.temperature)
+    if hidden: loss = loss + recipe.hidden_weight * _hidden_loss(s_out.hidden_states, t_out.hidden_states, mask)
+    return loss
+
+# %% ../nbs/29_recover.ipynb 13
 def check_pair(student:nn.Module, teacher:nn.Module):
     "An `LOPError` unless `teacher` can teach `student`: same class, vocabulary, depth and hidden size, and no layer narrower than the student's."
     check(student is not teacher, "the student and the teacher are the same object", "pass the dense model as the teacher (load it again)")
@@ -82,7 +97,7 @@ def check_pair(student:nn.Module, teacher:nn.Module):
     wide = [i for i, (a, b) in enumerate(zip(fs, ft)) if a.width > b.width]
     check(not wide, f"layers {wide} of the pruned model are wider than the teacher's", "the teacher must be the dense model")
 
-# %% ../nbs/29_recover.ipynb 13
+# %% ../nbs/29_recover.ipynb 15
 def _batch_at(batches:list, i:int, seed:int) -> dict:
     "The `i`-th batch a run with `seed` trains on: pass i // n over a permutation of its own."
     n = len(batches)
@@ -107,49 +122,57 @@ def _tokens(b:dict) -> int:
     am = b.get("attention_mask")
     return int(am.sum()) if am is not None else int(b["input_ids"].numel())
 
+def _read_checkpoint(ck:Path, settings:str, dev) -> dict:
+    "The state of the run `settings` in the checkpoint file `ck`, or an LOPError: unreadable, or another run's."
+    try: st = torch.load(ck, weights_only=True, map_location=dev)   # tensors and numbers only: no code runs
+    except Exception as e: raise LOPError(f"cannot read the recovery checkpoint {ck} ({type(e).__name__})", f"delete {ck} to start over") from None
+    check(isinstance(st, dict) and {"settings", "model", "opt", "step", "history", "tokens"} <= set(st),
+          f"{ck} is not a recovery checkpoint of lop", f"delete {ck} to start over")
+    check(st["settings"] == settings, f"{ck} belongs to another recovery run (recipe, data, or another student or teacher)",
+          f"use the same settings and models, or delete {ck}")
+    return st
+
 def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRecipe|None=None, checkpoint=None,
             checkpoint_every:int=10, progress:bool=True, on_step=None) -> dict:
     """Distil `teacher` (the dense model) into `student` (pruned, trained in place) on `batches` with `recipe`;
-    resumable from the file `checkpoint`. `on_step(step, loss)` is called after every step. Returns the run's record."""
+    resumable from the file `checkpoint`. `on_step(step, loss)` is called after every step. Returns the run's record;
+    on failure the student is left as it came in."""
     recipe = recipe or RecoverRecipe()
     check(isinstance(batches, (list, tuple)) and len(batches) > 0, "no recovery data: batches is empty", "pass calibration batches (never test data)")
     check_pair(student, teacher)
     widths, dev = [f.width for f in find_ffns(student)], input_device(student)
-    settings = fingerprint(asdict(recipe), widths, [fingerprint(b["input_ids"].tolist()) for b in batches])
+    identity = dict(recipe=asdict(recipe), widths=widths, data=[fingerprint(b["input_ids"].tolist()) for b in batches],
+                    student=model_fingerprint(student), teacher=model_fingerprint(teacher))
+    settings = fingerprint(identity)
+    ck = Path(checkpoint) if checkpoint else None
+    st = _read_checkpoint(ck, settings, dev) if ck is not None and ck.is_file() else None   # refused before the student is touched
     teacher.eval()   # its forward runs under no_grad: nothing of it is trained or changed
     grads = {n: p.requires_grad for n, p in student.named_parameters()}
-    if not recipe.embeddings:   # the input embeddings and the output head (often one tied tensor) stay as they are
-        for m in (student.get_input_embeddings(), student.get_output_embeddings()):
-            if m is not None: m.weight.requires_grad_(False)
-    lora = _add_lora(student, recipe) if recipe.lora_rank else None   # adapters injected into student's own modules
-    params = [p for p in student.parameters() if p.requires_grad]
-    check(params, "the pruned model has no trainable weight", "call student.requires_grad_(True)")
-    fused = torch.device(dev).type in ("cpu", "cuda")   # one kernel for all tensors: on 2 CPU cores 5× faster than the loop
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
-    start, hist, tokens, before, ck = 0, [], 0, 0.0, Path(checkpoint) if checkpoint else None
-    if ck is not None and ck.is_file():
-        try: st = torch.load(ck, weights_only=False, map_location=dev)
-        except Exception as e: raise LOPError(f"cannot read the recovery checkpoint {ck} ({type(e).__name__})", f"delete {ck} to start over") from None
-        check(st.get("settings") == settings, f"{ck} belongs to another recovery run (recipe, model or data)", f"use the same settings, or delete {ck}")
-        student.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
-        start, hist, tokens, before = st["step"], st["history"], st["tokens"], st.get("seconds", 0.0)   # seconds: spent before the kill
-    cuda = torch.device(dev).type == "cuda"
-    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
-    hidden = recipe.hidden_weight > 0
-    t0 = time.perf_counter()
-    student.train()
+    lora, start_weights, done = None, {}, False
     try:
+        if not recipe.embeddings:   # the input embeddings and the output head (often one tied tensor) stay as they are
+            for m in (student.get_input_embeddings(), student.get_output_embeddings()):
+                if m is not None: m.weight.requires_grad_(False)
+        if recipe.lora_rank: lora = _add_lora(student, recipe)   # adapters injected into student's own modules; the base weights frozen
+        params = [p for p in student.parameters() if p.requires_grad]
+        check(params, "the pruned model has no trainable weight", "call student.requires_grad_(True)")
+        if lora is None: start_weights = {n: p.detach().to("cpu", copy=True) for n, p in student.named_parameters() if p.requires_grad}
+        fused = torch.device(dev).type in ("cpu", "cuda")   # one kernel for all tensors: on 2 CPU cores 5× faster than the loop
+        opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
+        start, hist, tokens, before = 0, [], 0, 0.0
+        if st is not None:
+            student.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
+            start, hist, tokens, before = st["step"], st["history"], st["tokens"], st.get("seconds", 0.0)   # seconds: spent before the kill
+        t0 = time.perf_counter()
+        student.train()
         for step in tqdm(range(start, recipe.steps), desc="recover", disable=not progress, initial=start, total=recipe.steps):
             for g in opt.param_groups: g["lr"] = recipe.lr_at(step)
             opt.zero_grad(set_to_none=True); total = 0.0
             for j in range(recipe.accumulate):
                 b = to_device(_batch_at(batches, step * recipe.accumulate + j, recipe.seed), dev)
-                with torch.no_grad(), autocast(): t_out = teacher(**b, output_hidden_states=hidden, use_cache=False)   # no KV cache to build
-                with autocast(): s_out = student(**b, output_hidden_states=hidden, use_cache=False)
-                mask = b.get("attention_mask")
-                loss = distill_loss(s_out.logits[:, :-1], t_out.logits[:, :-1], None if mask is None else mask[:, 1:], recipe.temperature)
-                if hidden: loss = loss + recipe.hidden_weight * _hidden_loss(s_out.hidden_states, t_out.hidden_states)
-                check(torch.isfinite(loss).item(), f"the recovery loss is {loss.item()} at step {step + 1}", "lower lr (or check the models for NaN weights)")
+                loss = batch_loss(student, teacher, b, recipe)
+                check(torch.isfinite(loss).item(), f"the recovery loss is {loss.item()} at step {step + 1}",
+                      "lower lr (or check the models for NaN weights); the student is left as it came in")
                 (loss / recipe.accumulate).backward(); total += loss.item() / recipe.accumulate; tokens += _tokens(b)
             torch.nn.utils.clip_grad_norm_(params, recipe.clip)
             opt.step()
@@ -159,9 +182,15 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
                     torch.save(dict(settings=settings, model=student.state_dict(), opt=opt.state_dict(), step=step + 1, history=hist,
                                     tokens=tokens, seconds=before + time.perf_counter() - t0), tmp)
             if on_step is not None: on_step(step + 1, total)
+        done = True
     finally:
         student.eval()
-        if lora is not None: lora.merge_and_unload()   # the adapters merged into the weights; the student is a plain model again
+        if lora is not None:   # done: the adapters merged into the weights; failed: dropped, the base weights untouched
+            lora.merge_and_unload() if done else lora.unload()
+        if not done:
+            with torch.no_grad():
+                for n, p in student.named_parameters():
+                    if n in start_weights: p.copy_(start_weights[n])
         for n, p in student.named_parameters(): p.requires_grad_(grads.get(n, True))   # as the caller handed it in
     check([f.width for f in find_ffns(student)] == widths, "the recovery changed the pruned model's widths", "report this as a bug")
     return dict(recipe=asdict(recipe), steps=recipe.steps, tokens=tokens, batches=len(batches), resumed_at=start,

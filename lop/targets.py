@@ -13,10 +13,10 @@ from .models import find_ffns, language_backbone, input_device
 from .prune import Plan, kept_width, validate_ratios, slice_ffn
 
 # %% auto 0
-__all__ = ['DTYPES', 'parse_params', 'parse_size', 'parse_latency', 'dtype_name', 'tensor_bytes', 'stored', 'Counter', 'kept_at',
-           'params_at', 'size_at', 'uniform', 'solve_count', 'torch_threads', 'Latency', 'measure_latency',
-           'pruned_copy', 'LatencyCurve', 'latency_curve', 'Goal', 'find_target', 'reach', 'describe_goal', 'ratio_for',
-           'llama_latency', 'llama_latency_curve']
+__all__ = ['DTYPES', 'TORCH_DTYPES', 'parse_params', 'parse_size', 'parse_latency', 'dtype_name', 'tensor_bytes', 'stored',
+           'Counter', 'kept_at', 'params_at', 'size_at', 'uniform', 'solve_count', 'torch_threads', 'Latency',
+           'measure_latency', 'pruned_copy', 'LatencyCurve', 'latency_curve', 'Goal', 'find_target', 'reach',
+           'describe_goal', 'ratio_for', 'llama_latency', 'llama_latency_curve']
 
 # %% ../nbs/31_targets.ipynb 5
 _NUMBER = re.compile(r"\s*((?:\d{1,3}(?:,\d{3})+|\d*)(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([A-Za-zµ/]*)\s*")
@@ -25,12 +25,13 @@ _SIZE_UNITS = {"": 1, "b": 1, **{p + s: 1000 ** (i + 1) for i, p in enumerate("k
                **{p + s: 1024 ** (i + 1) for i, p in enumerate("kmgt") for s in ("i", "ib")}}
 _TIME_UNITS = {"ms": 1.0, "s": 1e3, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
 
-def _parse(text, units:dict, what:str, example:str, bare:bool=True) -> float:
+def _parse(text, units:dict, what:str, example:str, bare:bool=True, per_token:bool=False) -> float:
     "The number `text` stands for, in the base unit of `units`; an `LOPError` naming `what` and an `example` otherwise."
     if isinstance(text, (int, float, np.number)) and not isinstance(text, bool): v = float(text)   # a number is in the base unit
     else:
         m = _NUMBER.fullmatch(str(text))
-        unit = m and m.group(2).lower().removesuffix("/token").removesuffix("/tok")
+        unit = m and m.group(2).lower()
+        if m and per_token: unit = unit.removesuffix("/token").removesuffix("/tok")   # only a latency is per token
         ok = m and m.group(1) not in ("", ".") and unit in units and (bare or unit != "")
         if not ok: raise LOPError(f"{text!r} is not {what}", f"write it like {example}")
         v = float(m.group(1).replace(",", "")) * units[unit]
@@ -47,10 +48,11 @@ def parse_size(text) -> int:
 
 def parse_latency(text) -> float:
     "A decode latency in ms per token from `text`: '8ms', '8 ms/token', '0.008s', '8000us' (a number is in ms)."
-    return _parse(text, _TIME_UNITS, "a latency per token", "8ms (or 0.008s, 8000us)", bare=False)
+    return _parse(text, _TIME_UNITS, "a latency per token", "8ms (or 0.008s, 8000us)", bare=False, per_token=True)
 
 # %% ../nbs/31_targets.ipynb 8
-DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None}   # bytes a weight (q8_0: 34 bytes a block of 32)
+DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None}   # bytes a weight (q8_0: as a GGUF file stores it, lop.gguf.gguf_type)
+TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}   # what the lop and hf formats write
 _DTYPE_NAMES = {"float32": "f32", "fp32": "f32", "bfloat16": "bf16", "float16": "f16", "fp16": "f16", "half": "f16", "q8": "q8_0"}
 
 def dtype_name(dtype) -> str:
@@ -60,13 +62,15 @@ def dtype_name(dtype) -> str:
     check(d in DTYPES, f"cannot count sizes in dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     return d
 
-def tensor_bytes(shape, dtype) -> int:
-    "Bytes a tensor of `shape` takes stored in `dtype` (see above for q8_0)."
-    d, n = dtype_name(dtype), math.prod(shape)
-    if d != "q8_0": return n * DTYPES[d]
-    if len(shape) < 2: return 4 * n
-    row = shape[-1]
-    return (n // row) * (-(-row // 32)) * 34 if row else 0
+def tensor_bytes(shape, dtype, file:str|None=None) -> int:
+    """Bytes a tensor of `shape` takes in `dtype`: 4 or 2 bytes a weight for f32, bf16, f16 (torch's tensors); q8_0, or any dtype
+    with `file="gguf"`, by the storage rule of `lop.gguf` (vectors f32, rows off the blocks f16), with the file's padding for `file`."""
+    d = dtype_name(dtype)
+    check(file in (None, "gguf"), f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
+    if file == "gguf" or d == "q8_0":
+        from lop.gguf import gguf_nbytes
+        return gguf_nbytes(tuple(shape), d, padded=file == "gguf")
+    return math.prod(shape) * DTYPES[d]
 
 def stored(model:nn.Module, dtype=None, part:str="model") -> int:
     "What `model` stores, counted from its tensors: parameters (`dtype=None`, as `num_parameters()`) or bytes at `dtype`."
@@ -83,35 +87,47 @@ def _stored(model, part):
     return list(ps.values())
 
 # %% ../nbs/31_targets.ipynb 9
-def _blocks(n): return -(-n // 32)   # q8_0 blocks in a row of n weights
-
 def _ffn_params(f) -> list:
     return [t for l in (f.gate, f.up, f.down) for t in (l.weight, l.bias) if t is not None]
 
+def _ffn_shapes(f, k:int) -> list[tuple]:
+    "Shapes of the FFN tensors of `f` (a `find_ffns` entry) at `k` neurons."
+    h, out = [(k, f.gate.in_features), (k, f.up.in_features), (f.down.out_features, k)], []
+    for s, b in zip(h, (f.gate.bias, f.up.bias, f.down.bias)): out += [s] + ([(s[0],)] if b is not None else [])
+    return out
+
 class Counter:
-    "What `model` stores (parameters, or bytes at `dtype`) as a function of its FFN widths: exact, from the architecture."
-    def __init__(self, model:nn.Module, dtype=None, part:str="model"):
+    """What `model` stores as a function of its FFN widths, exact from the architecture: parameters (`dtype=None`), bytes of
+    the weights in `dtype`, or with `file="gguf"` the size on disk of the GGUF file `lop.gguf.write_gguf` writes (its
+    metadata from `tokenizer` or the model's source file included)."""
+    def __init__(self, model:nn.Module, dtype=None, part:str="model", file:str|None=None, tokenizer=None):
         ffns = find_ffns(model)
-        self.dtype = None if dtype is None else dtype_name(dtype)
+        self.dtype, self.file = None if dtype is None else dtype_name(dtype), file
+        overhead = 0
+        if file is not None:
+            from lop.gguf import DTYPES as GGUF_DTYPES, gguf_overhead
+            check(file == "gguf", f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
+            check(self.dtype in GGUF_DTYPES, f"a GGUF file is written in {', '.join(GGUF_DTYPES)}, not {dtype!r}", "pass dtype='f16' (or f32, q8_0)")
+            check(part == "model", "a GGUF file holds the whole model", "count part='model'")
+            overhead = gguf_overhead(model, tokenizer, self.dtype)
+        self._bytes = math.prod if self.dtype is None else (lambda s: tensor_bytes(s, self.dtype, file))
         ffn_ids = {id(t) for f in ffns for t in _ffn_params(f)}
-        size = (lambda s: math.prod(s)) if self.dtype is None else (lambda s: tensor_bytes(s, self.dtype))
-        self.fixed = sum(size(tuple(p.shape)) for p in _stored(model, part) if id(p) not in ffn_ids)
-        self.widths = [f.width for f in ffns]
-        # a layer at k neurons stores a·k + b·⌈k/32⌉ + c (b: q8_0 blocks along the rows of down, k wide)
-        abc = []
-        for f in ffns:
-            nb, h, db = (f.gate.bias is not None) + (f.up.bias is not None), f.down.out_features, f.down.bias is not None
-            if self.dtype == "q8_0": abc.append(((_blocks(f.gate.in_features) + _blocks(f.up.in_features)) * 34 + 4 * nb, 34 * h, 4 * h * db))
-            else:
-                e = 1 if self.dtype is None else DTYPES[self.dtype]
-                abc.append(((f.gate.in_features + f.up.in_features + h + nb) * e, 0, h * db * e))
-        self.a, self.b, self.c = (np.array(v, dtype=np.int64) for v in zip(*abc))
+        self.overhead = overhead
+        self.fixed = overhead + sum(self._bytes(tuple(p.shape)) for p in _stored(model, part) if id(p) not in ffn_ids)
+        self.widths, self._ffns, self._memo = [f.width for f in ffns], ffns, {}
+
+    def layer(self, i:int, k:int) -> int:
+        "What FFN layer `i` stores at `k` neurons."
+        key = (i, k)
+        if key not in self._memo: self._memo[key] = sum(self._bytes(s) for s in _ffn_shapes(self._ffns[i], k))
+        return self._memo[key]
 
     def __call__(self, kept) -> int|np.ndarray:
         "The count with `kept` neurons in each layer (shape (L,), or (B, L) for B plans at once)."
         k = np.asarray(kept, dtype=np.int64)
-        out = self.fixed + (self.a * k + self.b * -(-k // 32) + self.c).sum(-1)
-        return int(out) if out.ndim == 0 else out
+        rows = k.reshape(-1, len(self.widths))
+        out = np.array([self.fixed + sum(self.layer(i, int(x)) for i, x in enumerate(r)) for r in rows], dtype=np.int64)
+        return int(out[0]) if k.ndim == 1 else out.reshape(k.shape[:-1])
     @property
     def dense(self) -> int: return self(self.widths)
     @property
@@ -131,11 +147,11 @@ def params_at(model:nn.Module, ratio_or_plan, multiple_of:int=1, part:str="model
     "Parameters of `model` pruned at `ratio_or_plan`, as `num_parameters()` counts them, exact from the architecture."
     return Counter(model, None, part)(kept_at(model, ratio_or_plan, multiple_of))
 
-def size_at(model:nn.Module, ratio_or_plan, dtype="bf16", multiple_of:int=1, part:str="model") -> int:
-    "Bytes of the weights of `model` pruned at `ratio_or_plan`, stored in `dtype` (f32, bf16, f16, q8_0)."
-    return Counter(model, dtype, part)(kept_at(model, ratio_or_plan, multiple_of))
+def size_at(model:nn.Module, ratio_or_plan, dtype="bf16", multiple_of:int=1, part:str="model", file:str|None=None, tokenizer=None) -> int:
+    "Bytes of the weights of `model` pruned at `ratio_or_plan`, stored in `dtype` (f32, bf16, f16, q8_0); `file='gguf'`: the GGUF file on disk."
+    return Counter(model, dtype, part, file, tokenizer)(kept_at(model, ratio_or_plan, multiple_of))
 
-# %% ../nbs/31_targets.ipynb 16
+# %% ../nbs/31_targets.ipynb 18
 def uniform(n_layers:int):
     "The allocation that gives every one of `n_layers` layers the target ratio."
     return lambda ts: np.repeat(np.asarray(ts, dtype=np.float64).reshape(-1, 1), n_layers, 1)
@@ -164,7 +180,7 @@ def solve_count(counter:Counter, goal:float, allocate, multiple_of:int=1, lo:flo
         a, b = float(ts[i - 1]), float(ts[i])
     return best
 
-# %% ../nbs/31_targets.ipynb 18
+# %% ../nbs/31_targets.ipynb 20
 @contextlib.contextmanager
 def torch_threads(n:int|None=None):
     "Run the block with `n` torch threads (default: as they are); yields the count in use and restores the old one."
@@ -213,7 +229,7 @@ def measure_latency(model:nn.Module, tokens:int=16, prompt:int=32, repeats:int=5
     pre, dec = [r[0] for r in runs], [r[1] for r in runs]
     return Latency(statistics.median(dec), statistics.median(pre), tokens, prompt, repeats, n, dev, dec, pre)
 
-# %% ../nbs/31_targets.ipynb 21
+# %% ../nbs/31_targets.ipynb 23
 def pruned_copy(model:nn.Module, kept:list[int]|None=None) -> nn.Module:
     "A copy of `model` that shares every tensor with it, its FFNs sliced to the first `kept` neurons (it costs only those)."
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
@@ -237,6 +253,14 @@ class LatencyCurve:
     "Decode ms per token measured at target `ratios`, fitted non-increasing and piecewise linear: invertible."
     ratios:list; decode_ms:list; prefill_ms:list; tokens:int; prompt:int; repeats:int; threads:int; device:str
     realised:list=field(default_factory=list)
+
+    def __post_init__(self):
+        r, ms = [float(v) for v in self.ratios], [float(v) for v in self.decode_ms]
+        fix = "measure it with latency_curve (or llama_latency_curve), or pass ratios from 0, increasing, one decode time each"
+        check(len(r) >= 2 and len(ms) == len(r), f"a latency curve needs at least two ratios and one decode time each, got {len(r)} and {len(ms)}", fix)
+        check(r[0] == 0 and all(a < b for a, b in zip(r, r[1:])) and r[-1] < 1,
+              f"a latency curve's ratios must start at 0 (the dense model) and increase below 1, got {r}", fix)
+        check(all(math.isfinite(v) and v > 0 for v in ms), f"a latency curve's decode times must be positive and finite, got {ms}", fix)
 
     @property
     def fitted(self) -> list[float]: return _decreasing(self.decode_ms)
@@ -277,7 +301,7 @@ def latency_curve(model:nn.Module, allocate=None, ratios=None, multiple_of:int=1
     return LatencyCurve(ratios, [statistics.median(r[1] for r in rs) for rs in runs], [statistics.median(r[0] for r in rs) for rs in runs],
                         tokens, prompt, repeats, n, dev, [1 - sum(k) / sum(widths) for k in kept])
 
-# %% ../nbs/31_targets.ipynb 24
+# %% ../nbs/31_targets.ipynb 26
 _UNITS = dict(ratio="FFN ratio", params="parameters", size="bytes", latency="ms/token")
 
 @dataclass
@@ -286,11 +310,12 @@ class Goal:
     kind:str; requested:float; ratio:float; ratios:list; kept:list; predicted:float; dense:float; floor:float; how:str
     dtype:str|None=None; text:str|None=None; hi:float=RATIO_BOUNDS[1]; no_ffn:float|None=None
     curve:LatencyCurve|None=None; reached:float|None=None; measured:Latency|None=None
+    file:str|None=None; overhead:int=0      # a size of a GGUF file: its metadata's bytes, counted once
 
 def _fmt(kind, v, dtype=None) -> str:
     if v is None: return "?"
     if kind == "params": return f"{v:,.0f} parameters ({v / 1e6:.2f} M)"
-    if kind == "size": return f"{v:,.0f} bytes ({v / 1e6:.2f} MB, {v / 2**20:.2f} MiB) in {dtype}"
+    if kind == "size": return f"{v:,.0f} bytes ({v / 1e6:.2f} MB, {v / 2**20:.2f} MiB) in {dtype}"   # dtype: as `_in` reads it
     if kind == "latency": return f"{v:.2f} ms/token"
     return f"{v:.4f}"
 
@@ -300,14 +325,15 @@ def _one_target(**targets) -> tuple[str, object]:
           "ask for one of: a ratio (target=0.3), params='100M', size='200MB' (with dtype=), latency='8ms'")
     return next(iter(given.items()))
 
-# %% ../nbs/31_targets.ipynb 25
+# %% ../nbs/31_targets.ipynb 27
 def find_target(model:nn.Module, *, ratio=None, params=None, size=None, latency=None, dtype=None, allocate=None,
                 multiple_of:int=1, lo:float=0.0, hi:float=RATIO_BOUNDS[1], part:str="model", curve:LatencyCurve|None=None,
-                **latency_kw) -> Goal:
-    "The target ratio that reaches exactly one target given in the user's units, as a `Goal`."
+                file:str|None=None, tokenizer=None, **latency_kw) -> Goal:
+    "The target ratio that reaches exactly one target given in the user's units, as a `Goal`; `file='gguf'`: a size is the GGUF file's on disk."
     kind, value = _one_target(ratio=ratio, params=params, size=size, latency=latency)
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")
+    check(file is None or kind == "size", f"file={file!r} counts the bytes of a size target; this target is {kind}", "drop file")
     widths = [f.width for f in find_ffns(model)]
     allocate = allocate or uniform(len(widths))
     text = value if isinstance(value, str) else None
@@ -317,9 +343,9 @@ def find_target(model:nn.Module, *, ratio=None, params=None, size=None, latency=
         return Goal("ratio", r, r, row.tolist(), _kept_rows(widths, [row], multiple_of)[0], r, 0.0, hi, "the mean FFN ratio", text=text, hi=hi)
     if kind == "latency": return _latency_goal(model, parse_latency(value), text, allocate, multiple_of, lo, hi, curve, latency_kw)
     goal = parse_params(value) if kind == "params" else parse_size(value)
-    if kind == "size": dtype = dtype_name(dtype or next(model.parameters()).dtype)
-    counter = Counter(model, dtype if kind == "size" else None, part)
-    fmt = lambda v: _fmt(kind, v, dtype)
+    if kind == "size": dtype = dtype_name(dtype or ("f16" if file else next(model.parameters()).dtype))
+    counter = Counter(model, dtype if kind == "size" else None, part, file, tokenizer)
+    fmt = lambda v: _fmt(kind, v, _in(dtype, file))
     floor = int(counter(_kept_rows(widths, np.asarray(allocate(np.array([hi]))).reshape(1, -1), multiple_of)[0]))
     check(goal <= counter.dense, f"{kind} target {fmt(goal)} is above the dense model's {fmt(counter.dense)}: there is nothing to prune",
           f"ask for less than {fmt(counter.dense)}, or use the dense model as it is")
@@ -328,15 +354,23 @@ def find_target(model:nn.Module, *, ratio=None, params=None, size=None, latency=
     check(goal >= floor, f"{kind} target {fmt(goal)} is below the smallest model this allocation reaches, {fmt(floor)} at ratio {hi}",
           f"ask for at least {fmt(floor)}")
     t, row, kept = solve_count(counter, goal, allocate, multiple_of, lo, hi)
-    what = "parameters" if kind == "params" else f"bytes of the weights in {dtype} ({_BYTES_HOW[dtype]})"
+    what = ("parameters" if kind == "params" else f"bytes of the GGUF file on disk in {dtype} ({_BYTES_HOW['q8_0'] if dtype == 'q8_0' else _BYTES_HOW[dtype] + ', vectors in f32'}; every tensor padded to "
+            "32 bytes; the keys, tokenizer and tensor names counted from the file's own metadata)" if file else
+            f"bytes of the weights in {dtype} ({_BYTES_HOW[dtype]})")
     how = (f"exact from the architecture: {what}, every stored tensor once (tied embeddings once){', language backbone and head only' if part == 'language' else ''}; "
            "the target ratio is the smallest whose per-layer plan stores at most the request (search on the target through the plan)")
-    return Goal(kind, goal, t, np.asarray(row).tolist(), kept, counter(kept), counter.dense, floor, how, dtype, text, hi, counter.no_ffn)
+    return Goal(kind, goal, t, np.asarray(row).tolist(), kept, counter(kept), counter.dense, floor, how, dtype, text, hi, counter.no_ffn,
+                file=file, overhead=counter.overhead)
 
 _BYTES_HOW = dict(f32="4 bytes a weight", bf16="2 bytes a weight", f16="2 bytes a weight",
-                  q8_0="matrices in blocks of 32 weights along each row at 34 bytes a block, vectors in f32, as llama.cpp stores them")
+                  q8_0="matrices in blocks of 32 weights along each row at 34 bytes a block, in f16 where a row is not, vectors in f32: "
+                       "the rule lop.gguf writes by")
 
-# %% ../nbs/31_targets.ipynb 26
+def _in(dtype, file) -> str|None:
+    "How a size's unit reads: the dtype, or the dtype's GGUF file."
+    return f"a {dtype} GGUF file" if file else dtype
+
+# %% ../nbs/31_targets.ipynb 28
 def _latency_goal(model, ms, text, allocate, multiple_of, lo, hi, curve, kw) -> Goal:
     if curve is None:
         ratios = sorted({0.0, *np.linspace(max(lo, 0.0), hi, 5)[1:]})
@@ -355,10 +389,13 @@ def _latency_goal(model, ms, text, allocate, multiple_of, lo, hi, curve, kw) -> 
     return Goal("latency", ms, t, row.tolist(), _kept_rows(widths, [row], multiple_of)[0], curve.ms_at(t), curve.dense_ms, curve.floor_ms, how,
                 text=text, hi=hi, curve=curve)
 
-# %% ../nbs/31_targets.ipynb 27
+# %% ../nbs/31_targets.ipynb 29
 def reach(goal:Goal, model:nn.Module, measure:bool=True, part:str="model", **kw) -> Goal:
     "`goal` with `reached` filled from the pruned `model`: counted from its tensors, or its latency measured (with the curve's settings)."
     if goal.kind == "params": goal.reached = stored(model, None, part)
+    elif goal.kind == "size" and goal.file:   # the file's metadata and every tensor `write_gguf` writes, from the pruned model's shapes
+        from lop.gguf import gguf_shapes
+        goal.reached = goal.overhead + sum(tensor_bytes(s, goal.dtype, goal.file) for s in gguf_shapes(model).values())
     elif goal.kind == "size": goal.reached = stored(model, goal.dtype, part)
     elif goal.kind == "ratio":
         ffns = find_ffns(model); dense = (getattr(model.config, "lop_pruning", None) or {}).get("dense_widths") or goal.kept
@@ -371,12 +408,13 @@ def reach(goal:Goal, model:nn.Module, measure:bool=True, part:str="model", **kw)
 
 def describe_goal(goal:Goal) -> str:
     "What was asked, what was reached and how it was counted or measured, in a few lines."
-    g, f = goal, lambda v: _fmt(goal.kind, v, goal.dtype)
+    g, f = goal, lambda v: _fmt(goal.kind, v, _in(goal.dtype, goal.file))
     asked = f"{g.text!r} = " if g.text else ""
     lines = [f"asked:     {g.kind} {'≤ ' if g.kind != 'ratio' else ''}{asked}{f(g.requested)}"]
     if g.reached is not None:
         src = "measured on the pruned model" if g.kind == "latency" else "counted on the pruned model"
-        lines.append(f"reached:   {f(g.reached)} ({src}; {g.reached / g.requested:.6g} of the request)")
+        share = f"{g.reached / g.requested:.6g} of the request" if g.requested else ("the dense model" if g.reached == 0 else "")
+        lines.append(f"reached:   {f(g.reached)} ({src}{'; ' + share if share else ''})")
     if g.measured is not None:
         m = g.measured
         lines.append(f"measured:  decode {m.decode_ms:.2f} ms/token (runs {', '.join(f'{v:.2f}' for v in m.decode_samples)}), "
@@ -398,7 +436,7 @@ def ratio_for(model:nn.Module, params=None, size=None, dtype=None, allocate=None
     check(params is not None or size is not None, "ratio_for needs params= or size=", "e.g. ratio_for(model, params='100M')")
     return find_target(model, params=params, size=size, dtype=dtype, allocate=allocate, multiple_of=multiple_of, **kw).ratio
 
-# %% ../nbs/31_targets.ipynb 37
+# %% ../nbs/31_targets.ipynb 39
 def llama_latency(paths:dict, threads:int=2, prefill:int=64, decode:int=32, repeat:int=3, seed:int=0, progress:bool=False) -> dict:
     "`Latency` (lop.targets) in llama.cpp of each GGUF file in `paths` (name → path): every file once a round, so drifting load hits all alike."
     from tqdm.auto import tqdm

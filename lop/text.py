@@ -11,8 +11,8 @@ import numpy as np, torch
 from .core import *
 
 # %% auto 0
-__all__ = ['CORPORA', 'SPLITS', 'Corpus', 'register_corpus', 'pydoc', 'austen', 'load_corpus', 'split_corpus', 'token_windows',
-           'lm_batches', 'last_word_items', 'TextData', 'text_data']
+__all__ = ['CORPORA', 'SPLITS', 'SPLIT_SEED', 'Corpus', 'register_corpus', 'pydoc', 'austen', 'load_corpus', 'split_corpus',
+           'token_windows', 'lm_batches', 'last_word_items', 'TextData', 'text_data']
 
 # %% ../nbs/23_text.ipynb 5
 @dataclass
@@ -54,6 +54,7 @@ def load_corpus(name:str) -> Corpus:
 
 # %% ../nbs/23_text.ipynb 8
 SPLITS = ("calibration", "validation", "test")
+SPLIT_SEED = 0   # the documented split of every corpus: what every command calibrates, searches and recovers on, and what it tests on
 
 def split_corpus(corpus:Corpus, seed:int=0, shares=(1/3, 1/3, 1/3)) -> dict:
     "{split: [(title, text), ...]} for calibration, validation and test: disjoint by document, fixed by `seed`."
@@ -111,15 +112,15 @@ class TextData:
     "Calibration batches, validation and test windows and last-word items of one corpus, for one tokenizer."
     corpus:str; calibration:list; validation:torch.Tensor; test:torch.Tensor; last_word:list; meta:dict=field(default_factory=dict)
 
-def text_data(tokenizer, corpus:str="pydoc", seed:int=0, seq_len:int=256, calibration:int=64, validation:int=4, test:int=32,
+def text_data(tokenizer, corpus:str="pydoc", seed:int=SPLIT_SEED, seq_len:int=256, calibration:int=64, validation:int=4, test:int=32,
               last_word:int=100, batch_size:int=8) -> TextData:
-    "The data of one experiment: `calibration`, `validation` and `test` windows of `seq_len` tokens from disjoint documents."
+    "The data of one experiment: `calibration`, `validation` and `test` windows of `seq_len` tokens from disjoint documents (split by `seed`)."
     c = load_corpus(corpus); sp = split_corpus(c, seed)
     win = {s: token_windows(tokenizer, sp[s], seq_len, n, f"{corpus} {s} split")
            for s, n in (("calibration", calibration), ("validation", validation), ("test", test))}
     lw = last_word_items(sp["test"], last_word, seed=seed)
     check(len(lw) > 0, f"the {corpus} test split has no prose paragraph for the last-word task", "use another corpus")
-    meta = dict(corpus=corpus, source=c.source, seed=seed, seq_len=seq_len, tokenizer=type(tokenizer).__name__,
+    meta = dict(corpus=corpus, source=c.source, seed=seed, split_seed=seed, seq_len=seq_len, tokenizer=type(tokenizer).__name__,
                 documents={s: len(sp[s]) for s in SPLITS}, characters={s: sum(len(t) for _, t in sp[s]) for s in SPLITS},
                 windows={s: int(len(w)) for s, w in win.items()}, tokens={s: int(w.numel()) for s, w in win.items()},
                 last_word_items=len(lw), test_docs=sorted(t for t, _ in sp["test"]))
