@@ -6,6 +6,7 @@ from lop.cli import main
 from lop.models import find_ffns
 from lop.prune import load_pruned, save_pruned
 from conftest import one_thread
+sys.path.insert(0, os.path.dirname(__file__))
 
 SMALL = ["--windows", "8", "--batch-size", "4", "--lr", "1e-4"]   # two batches of SynthVQA calibration items
 
@@ -30,14 +31,28 @@ def test_prune_then_recover_keeps_widths_format_and_record(pruned_hf, tmp_path):
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert json.loads(plain.stdout.strip().splitlines()[-1]) == man["ffn_widths"]   # the recovered folder loads without lop
 
+def _library_run(folder, steps, **recipe):
+    "What `lop recover FOLDER` with SMALL's data should produce: the library's `recover` on the same data, recipe and teacher."
+    from argparse import Namespace
+    from lop.cli import _recovery_data
+    from lop.load import load_model
+    from lop.recover import recover, RecoverRecipe
+    m, proc = load_model(str(folder))
+    batches, _ = _recovery_data(proc, Namespace(windows=8, batch_size=4, seed=0, corpus="pydoc"))
+    rec = recover(m, load_model("testbed")[0], batches, RecoverRecipe(steps=steps, seed=0, **recipe), progress=False)
+    return m, rec
+
 def test_recover_a_checkpoint_again(pruned_hf, tmp_path):
-    "`lop recover DIR` finds the dense teacher in the manifest, keeps the widths and the format, and changes the weights."
+    "`lop recover DIR` finds the dense teacher in the manifest, keeps the widths and the format, and trains what the library trains."
     assert main(["recover", str(pruned_hf), "--steps", "2", *SMALL, "--out", str(tmp_path/"again")]) == 0
     a, b = load_pruned(pruned_hf), load_pruned(tmp_path/"again")
     assert [f.width for f in find_ffns(a)] == [f.width for f in find_ffns(b)]
     assert json.loads((tmp_path/"again"/"lop.json").read_text())["format"] == "lop-hf"
     assert b.lop_recovery["steps"] == 2 and b.lop_source == "testbed"
-    assert not torch.equal(find_ffns(a)[0].down.weight, find_ffns(b)[0].down.weight)
+    want, rec = _library_run(pruned_hf, 2, lr=1e-4)
+    assert [h["loss"] for h in b.lop_recovery["history"]] == [h["loss"] for h in rec["history"]]
+    sb, sw = b.state_dict(), want.state_dict()
+    assert sb.keys() == sw.keys() and all(torch.equal(sb[k], sw[k]) for k in sb)   # the same weights, not merely other ones
 
 def test_recover_with_lora_adapters(pruned_hf, tmp_path):
     "`--lora-rank` trains adapters and merges them back: the same tensors as before (no adapter left), other values, the recipe recorded."
@@ -46,6 +61,9 @@ def test_recover_with_lora_adapters(pruned_hf, tmp_path):
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
     assert b.lop_recovery["recipe"]["lora_rank"] == 4 and b.lop_recovery["recipe"]["lr"] == 1e-3
+    want, _ = _library_run(pruned_hf, 2, lr=1e-3, lora_rank=4)
+    sw = want.state_dict()
+    assert sw.keys() == sa.keys() and all(torch.equal(sb[k], sw[k]) for k in sb)   # adapters trained, merged back
     assert any(not torch.equal(sa[k], sb[k]) for k in sa)
 
 def test_bad_input(pruned_hf, tmp_path, capsys):
@@ -71,3 +89,50 @@ def test_recover_smollm2_from_the_command_line(tmp_path):
     rec = json.loads((tmp_path/"s30r"/"lop.json").read_text())["recovery"]
     assert rec["data"]["corpus"] == "pydoc" and rec["data"]["split"] == "calibration" and rec["tokens"] == 4 * 256
     assert [f.width for f in find_ffns(load_pruned(tmp_path/"s30"))] == [f.width for f in find_ffns(load_pruned(tmp_path/"s30r"))]
+
+def test_the_split_is_the_corpus_s_own_whatever_the_seed():
+    "`--seed` orders the batches; the documents of calibration, validation and test are the documented split's (SPLIT_SEED) for every command."
+    from argparse import Namespace
+    from lop.cli import _recovery_data, _text
+    from lop.text import SPLIT_SEED
+    from test_gguf import byte_bpe
+    tok = byte_bpe()
+    data = {seed: _recovery_data(tok, Namespace(windows=4, batch_size=2, seed=seed, corpus="pydoc")) for seed in (0, 1)}
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(data[0][0], data[1][0]))
+    assert data[1][1]["split_seed"] == SPLIT_SEED == 0 and data[1][1]["split"] == "calibration"
+    held_out = _text(tok, Namespace(corpus="pydoc", seed=1), test=2).meta
+    assert held_out["split_seed"] == 0 and held_out["test_docs"] == _text(tok, Namespace(corpus="pydoc", seed=0), test=2).meta["test_docs"]
+
+def test_a_failed_save_keeps_the_run_and_another_prune_never_resumes_it(tmp_path, capsys, monkeypatch):
+    """Two prunes at the same widths (L2 and magnitude scores): a recovery of the first whose save fails keeps its checkpoint;
+    the second, recovered to the same output, is refused by that checkpoint; the first, run again, resumes it without training."""
+    import lop.cli as cli
+    from lop.load import load_model
+    mag = tmp_path/"mag.safetensors"
+    assert main(["importance", "--model", "testbed", "--metric", "magnitude", "--n", "4", "--out", str(mag)]) == 0
+    assert main(["prune", "--model", "testbed", "--target", "0.3", "--out", str(tmp_path/"l2")]) == 0
+    assert main(["prune", "--model", "testbed", "--target", "0.3", "--scores", str(mag), "--out", str(tmp_path/"mag")]) == 0
+    a, b = load_model(str(tmp_path/"l2"))[0], load_model(str(tmp_path/"mag"))[0]
+    assert [f.width for f in find_ffns(a)] == [f.width for f in find_ffns(b)] and not torch.equal(find_ffns(a)[0].down.weight, find_ffns(b)[0].down.weight)
+    out, ck = tmp_path/"r", tmp_path/"r.recover.pt"
+    def full_disk(*args, **kw): raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cli, "save_pruned", full_disk)
+    with pytest.raises(OSError): main(["recover", str(tmp_path/"l2"), "--steps", "3", *SMALL, "--out", str(out)])
+    assert ck.is_file() and not out.exists()                          # 3 steps of work kept
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(["recover", str(tmp_path/"mag"), "--steps", "3", *SMALL, "--out", str(out)]) == 2
+    assert "belongs to another recovery run" in capsys.readouterr().err and ck.is_file() and not out.exists()
+    assert main(["recover", str(tmp_path/"l2"), "--steps", "3", *SMALL, "--out", str(out)]) == 0
+    rec = json.loads((out/"lop.json").read_text())["recovery"]
+    assert rec["resumed_at"] == 3 and len(rec["history"]) == 3 and not ck.exists()   # saved from the checkpoint, which then goes
+
+def test_target_zero_and_broken_model_files(tmp_path, capsys):
+    from lop.load import gguf_path, load_model
+    assert main(["prune", "--model", "testbed", "--target", "0", "--out", str(tmp_path/"dense")]) == 0
+    assert "reached:   0.0000 (counted on the pruned model; the dense model)" in capsys.readouterr().out
+    assert [f.width for f in find_ffns(load_pruned(tmp_path/"dense"))] == [f.width for f in find_ffns(load_model("testbed")[0])]
+    cut = tmp_path/"cut.gguf"; cut.write_bytes(gguf_path("smollm2-135m").read_bytes()[:100_000])   # the first 100 kB of the shipped file
+    assert main(["prune", "--model", str(cut), "--target", "0.3", "--out", str(tmp_path/"x")]) == 2
+    err = capsys.readouterr().err
+    assert f"{cut} is damaged or truncated" in err and "fix:" in err and not (tmp_path/"x").exists()
