@@ -434,7 +434,7 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
                decode:int=64, repeat:int=5, multiples=(1, 32), latency:str|None=None, progress:bool=True) -> dict:
     """llama.cpp's prefill and decode speed of `name` dense and pruned by LOP at `ratios` (GGUF files in `dtype`, `threads` threads), timed
     alternately, with the kept widths unrounded and rounded to each of `multiples`, against the ideal speed-up from the FLOPs a token
-    costs (`model_stats`, as `bench_throughput`); each file's size against `size_at`'s count; and a latency target (default halfway between dense and the last ratio,
+    costs (`model_stats`, as `bench_throughput`); each file's size against `size_at(..., file="gguf")`'s count; and a latency target (default halfway between dense and the last ratio,
     whole ms) reached through the curve of the last of `multiples`, then measured in llama.cpp.
     Writes `out/gguf_{name}.json` and `.md`."""
     import copy, tempfile
@@ -452,7 +452,7 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
             m, _ = pruned(r, k)
             paths[(r, k)] = Path(work)/f"{r:.2f}-{k}.gguf"; write_gguf(m, paths[(r, k)], tok, dtype=dtype)
             rows.append(dict(ratio=r, multiple_of=k, widths=[f.width for f in find_ffns(m)], file_mb=paths[(r, k)].stat().st_size / 1e6,
-                             counted_mb=size_at(dense, r, dtype, multiple_of=k) / 1e6, params=m.num_parameters(), flops=model_stats(m, context=prefill)["language_flops"]))
+                             counted_mb=size_at(dense, r, dtype, multiple_of=k, file="gguf", tokenizer=tok) / 1e6, params=m.num_parameters(), flops=model_stats(m, context=prefill)["language_flops"]))
             del m
         lat = llama_latency(paths, threads, prefill, decode, repeat, progress=progress)
         d = rows[0]
@@ -479,7 +479,7 @@ def bench_gguf(out="results", name:str="smollm2-135m", ratios=(0.2, 0.3, 0.5, 0.
           f"{p['runtime']}, {dtype} GGUF files written by `lop.gguf.write_gguf`; prefill {prefill} tokens, then {decode} tokens one at a "
           f"time; medians of {repeat} rounds, every file once a round; {p['device']}, {p['time'][:10]} (commit {_short(p['commit'])}); written "
           "by `python -m bench --gguf` (lop.bench.bench_gguf). Ideal: the FLOPs a token costs, dense ÷ pruned (every linear layer, the "
-          f"output head included, and attention over {prefill} tokens of context: `model_stats`). Counted MB: `lop.targets.size_at` (norms counted at 2 bytes; the file keeps them, and its keys, in more).", "",
+          f"output head included, and attention over {prefill} tokens of context: `model_stats`). Counted MB: the file's size counted before it is written, `lop.targets.size_at(..., file='gguf')`.", "",
           "| FFN ratio | widths a multiple of | file MB | counted MB | prefill tok/s | decode tok/s | prefill speed-up | decode speed-up | ideal | prefill ÷ ideal | decode ÷ ideal |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['ratio']:.0%} | {r['multiple_of']} | {r['file_mb']:.1f} | {r['counted_mb']:.1f} | {r['prefill_tok_s']:.0f} | {r['decode_tok_s']:.1f} | {r['prefill_speedup']:.2f} | "
