@@ -161,13 +161,13 @@ def _target_arg(parse):
 
 def _storage(m, a) -> tuple[str, str|None, int]:
     """(dtype, file, multiple_of) of `lop prune`: the dtype the output is written in (and a size counted in), "gguf" when the size
-    is the GGUF file's, and the widths' multiple (32 for a q8_0 file unless asked: a width off the blocks stores ffn_down in f16)."""
+    is the GGUF file's, and the widths' multiple (32 for a file of blocks unless asked: a width off the blocks stores ffn_down in f16)."""
     from lop.targets import dtype_name
     if a.format == "gguf":
         d = a.gguf_dtype or "f16"
         check(a.dtype in (None, d), f"--dtype {a.dtype} and --gguf-dtype {d} disagree: with --format gguf the size is the file's, in its dtype",
               f"drop --dtype, or pass --gguf-dtype {a.dtype}")
-        return d, "gguf", a.multiple_of or (32 if d == "q8_0" else 1)
+        return d, "gguf", a.multiple_of or (1 if d in ("f32", "f16") else 32)
     check(a.gguf_dtype is None, f"--gguf-dtype is for --format gguf; the {a.format} format is written in --dtype", "drop --gguf-dtype, or pass --format gguf")
     d = dtype_name(a.dtype or next(m.parameters()).dtype)
     check(d != "q8_0", f"the {a.format} format stores torch tensors: q8_0 is a GGUF type", "pass --format gguf --gguf-dtype q8_0, or --dtype f16/bf16/f32")
@@ -316,10 +316,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="with --latency: torch threads to measure (and run) with")
     s.add_argument("--out", required=True)
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=None,
-                   help="every layer keeps a multiple of this many neurons (default 1; 32 for a q8_0 GGUF file, its block)")
+                   help="every layer keeps a multiple of this many neurons (default 1; 32 for a GGUF file of blocks: q8_0 ... q4_0, source)")
     s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
                    "plain transformers loads with trust_remote_code=True, without lop; gguf: lop's own plus model.gguf for llama.cpp (Llama family)")
-    s.add_argument("--gguf-dtype", choices=list(GGUF_DTYPES), help="with --format gguf: the GGUF file's weights (default f16)")
+    s.add_argument("--gguf-dtype", choices=list(GGUF_DTYPES), help="with --format gguf: the GGUF file's weights (default f16): f32, f16, "
+                   "llama.cpp's 32-value blocks q8_0 ... q4_0, or source (each tensor on the grid of the GGUF file the model came from)")
     return p
 
 def main(argv=None) -> int:

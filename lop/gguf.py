@@ -12,8 +12,9 @@ from .models import *
 
 # %% auto 0
 __all__ = ['DTYPES', 'ALIGNMENT', 'TOLERANCES', 'VERIFY_TOKENS', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_shapes',
-           'gguf_tensors', 'gguf_type', 'gguf_nbytes', 'gguf_overhead', 'gguf_file_bytes', 'gguf_logits', 'file_dtype',
-           'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama', 'llama_times']
+           'gguf_tensors', 'gguf_type', 'source_types', 'gguf_nbytes', 'gguf_overhead', 'gguf_tensor_bytes',
+           'gguf_file_bytes', 'gguf_logits', 'file_types', 'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama',
+           'llama_times']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
@@ -125,45 +126,70 @@ def _build_tokenizer(w, tokenizer, n_vocab:int):
     if isinstance(getattr(tokenizer, "chat_template", None), str): w.add_chat_template(tokenizer.chat_template)
 
 # %% ../nbs/30_gguf.ipynb 18
-DTYPES = ("f32", "f16", "q8_0")
-_FILE_TYPE = dict(f32=0, f16=1, q8_0=7)     # llama.cpp's general.file_type: ALL_F32, MOSTLY_F16, MOSTLY_Q8_0
+DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "source")
+_FILE_TYPE = dict(f32=0, f16=1, q4_0=2, q4_1=3, q8_0=7, q5_0=8, q5_1=9)   # llama.cpp's general.file_type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, ...)
+_WRITABLE = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")   # the GGML types gguf quantises in numpy
 ALIGNMENT = 32                              # gguf's GGUF_DEFAULT_ALIGNMENT: every tensor's data starts and ends on it
 
 def _check_dtype(dtype):
     check(dtype in DTYPES, f"unknown GGUF dtype {dtype!r}", f"use one of {DTYPES}")
 
-def gguf_type(shape, dtype:str):
-    "The GGML type a tensor of `shape` (torch's order) is stored in, in a GGUF file of `dtype`: the one rule of the writer and the byte counts."
+def gguf_type(shape, dtype:str, source_type=None):
+    """The GGML type a tensor of `shape` (torch's order) is stored in, in a GGUF file of `dtype` (with `dtype="source"`,
+    `source_type`: the type the model's source file stores it in): the one rule of the writer and of the byte counts."""
     from gguf import GGMLQuantizationType as T, GGML_QUANT_SIZES
     _check_dtype(dtype)
     if len(shape) < 2 or dtype == "f32": return T.F32
-    t = T[dtype.upper()]
+    if dtype == "source":
+        check(source_type is not None, f"dtype='source' keeps a tensor in its source file's type, and no source type was given for a tensor of shape {tuple(shape)}",
+              "pass source= the .gguf file the model came from, or another dtype")
+        t = T(int(source_type))
+    else: t = T[dtype.upper()]
     return t if shape[-1] % GGML_QUANT_SIZES[t][0] == 0 else T.F16   # a row must fill whole blocks
+
+def source_types(source) -> dict[str, int]:
+    "llama.cpp's name → the GGML type (an int) of every tensor of the GGUF file `source`."
+    from gguf import GGUFReader
+    return {t.name: int(t.tensor_type) for t in GGUFReader(source).tensors}
 
 def _padded(n:int) -> int: return -(-n // ALIGNMENT) * ALIGNMENT
 
-def gguf_nbytes(shape, dtype:str, padded:bool=False) -> int:
+def gguf_nbytes(shape, dtype:str, padded:bool=False, source_type=None) -> int:
     "Bytes of one tensor of `shape` in a GGUF file of `dtype` (`gguf_type`, and `gguf`'s GGML_QUANT_SIZES); `padded`: with its alignment padding."
     from gguf import GGML_QUANT_SIZES
-    block, size = GGML_QUANT_SIZES[gguf_type(shape, dtype)]
+    block, size = GGML_QUANT_SIZES[gguf_type(shape, dtype, source_type)]
     n = math.prod(shape) // block * size
     return _padded(n) if padded else n
 
-def _encode(t:torch.Tensor, dtype:str):
+def _types_of(model, dtype:str, source:Path|None) -> dict:
+    "gguf name → the source file's type for `dtype='source'` (an LOPError for a type lop cannot write), else {}."
+    if dtype != "source": return {}
+    check(source is not None, "dtype='source' keeps every tensor in the type of the GGUF file the model came from, and the model came from none",
+          "load the model from a .gguf file (or pass source=), or pick a dtype such as q8_0")
+    types, names = source_types(source), gguf_shapes(model)
+    missing = [n for n in names if len(names[n]) > 1 and n not in types]
+    check(not missing, f"{source} has no tensor {missing[:1]} to take the type of", "pass source= the .gguf file the model came from")
+    from gguf import GGMLQuantizationType as T
+    odd = {n: T(types[n]).name for n in names if len(names[n]) > 1 and T(types[n]).name not in _WRITABLE}
+    check(not odd, f"{source} stores {len(odd)} tensors in types lop cannot write: {sorted(set(odd.values()))} (e.g. {next(iter(odd), None)})", f"pick a dtype lop writes ({', '.join(d for d in DTYPES if d != 'source')})")
+    return types
+
+def _encode(t:torch.Tensor, dtype:str, source_type=None):
     "(array, ggml type for a quantised array or None) of one tensor stored by the rule `gguf_type`."
     from gguf import GGMLQuantizationType as T, quants
-    typ, a = gguf_type(tuple(t.shape), dtype), t.numpy()
+    typ, a = gguf_type(tuple(t.shape), dtype, source_type), t.numpy()
     if typ == T.F32: return a, None
     if typ == T.F16: return a.astype(np.float16), None
     return quants.quantize(a, typ), typ
 
 def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
     "A `GGUFWriter` to `path` holding every key of `model` as llama.cpp's `deci`, its tokenizer copied from `source` or built from `tokenizer`."
-    from gguf import GGUFWriter
+    from gguf import GGUFWriter, GGUFReader
     c, ffns = gguf_config(model), find_ffns(model)
     n_vocab, hd = model.get_input_embeddings().weight.shape[0], _head_dim(c)
     w = GGUFWriter(str(path), "deci")
-    w.add_name(getattr(model, "lop_description", None) or type(model).__name__); w.add_file_type(_FILE_TYPE[dtype])
+    ft = int(GGUFReader(source).fields["general.file_type"].contents()) if dtype == "source" else _FILE_TYPE[dtype]
+    w.add_name(getattr(model, "lop_description", None) or type(model).__name__); w.add_file_type(ft)
     w.add_context_length(c.max_position_embeddings); w.add_embedding_length(c.hidden_size); w.add_block_count(len(ffns))
     w.add_array("deci.feed_forward_length", [f.width for f in ffns])      # one width per layer: what `deci` builds and `llama` does not
     w.add_head_count(c.num_attention_heads); w.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
@@ -179,9 +205,10 @@ def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
 
 def _write(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
     "Write `model` to the GGUF file `path` as llama.cpp's `deci`, every tensor stored by the rule `gguf_type`."
+    types = _types_of(model, dtype, source)
     w = _writer(model, path, tokenizer, dtype, source)
     for name, t in gguf_tensors(model).items():
-        a, raw = _encode(t, dtype)
+        a, raw = _encode(t, dtype, types.get(name))
         w.add_tensor(name, a, raw_dtype=raw)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
@@ -195,9 +222,14 @@ def gguf_overhead(model:nn.Module, tokenizer=None, dtype:str="f16", source=None)
         w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
         return _padded((Path(d)/"head.gguf").stat().st_size)
 
+def gguf_tensor_bytes(model:nn.Module, dtype:str="f16", source=None) -> int:
+    "The bytes of the tensor data (padding included) of the GGUF file `write_gguf` writes for `model` in `dtype`."
+    types = _types_of(model, dtype, _source(model, source))
+    return sum(gguf_nbytes(s, dtype, True, types.get(n)) for n, s in gguf_shapes(model).items())
+
 def gguf_file_bytes(model:nn.Module, tokenizer=None, dtype:str="f16", source=None) -> int:
     "The size on disk of the GGUF file `write_gguf` writes for `model` in `dtype`, counted before it is written."
-    return gguf_overhead(model, tokenizer, dtype, source) + sum(gguf_nbytes(s, dtype, padded=True) for s in gguf_shapes(model).values())
+    return gguf_overhead(model, tokenizer, dtype, source) + gguf_tensor_bytes(model, dtype, source)
 
 # %% ../nbs/30_gguf.ipynb 20
 def _llama_cpp():
@@ -235,7 +267,7 @@ def gguf_logits(path, ids) -> np.ndarray:
     finally: llm.close()
 
 # %% ../nbs/30_gguf.ipynb 22
-TOLERANCES = dict(f32=1e-4, f16=0.01, q8_0=0.1)   # RMS(llama.cpp − transformers logits) / std(transformers logits), the weights as stored
+TOLERANCES = dict(f32=1e-4, f16=0.01, q8_0=0.1, q5_1=0.1, q5_0=0.1, q4_1=0.1, q4_0=0.1)   # RMS(llama.cpp − transformers logits) / std(transformers logits), the weights as stored
 VERIFY_TOKENS = 160                                 # of VERIFY_TEXT, at most: enough positions for a rope error to show
 
 def _verify_text() -> str:
@@ -245,41 +277,48 @@ def _verify_text() -> str:
 
 VERIFY_TEXT = _verify_text()
 
-def file_dtype(path) -> str:
-    "The dtype (`DTYPES`) of the GGUF file `path`, from its `general.file_type`; an LOPError for a type lop does not write."
+def file_types(path) -> dict[str, str]:
+    "llama.cpp's name → the GGML type name of every tensor of the GGUF file `path`; an LOPError for a file gguf cannot read."
     from gguf import GGUFReader
-    try: field = GGUFReader(path).fields.get("general.file_type")
+    try: return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
     except Exception as e: raise LOPError(f"cannot read the GGUF file {path} ({type(e).__name__}: {str(e)[:120]})", "write the file again") from None
-    ft = None if field is None else int(field.contents())
-    names = {v: k for k, v in _FILE_TYPE.items()}
-    check(ft in names, f"{path} has file type {ft!r}, not one lop writes ({', '.join(f'{v} {k}' for k, v in _FILE_TYPE.items())})",
-          "verify files written by write_gguf, or pass the dtype's tolerance as tol= and stored= the dtype to compare with")
-    return names[ft]
 
-def stored_weights(model:nn.Module, dtype:str) -> dict[str, torch.Tensor]:
-    "name → each weight of `model` as a GGUF file of `dtype` holds it (quantised by the rule `gguf_type`, then dequantised), for `functional_call`."
+def _tolerance(types) -> float:
+    "The bound for a file holding tensors of `types`: that of its least precise kind (block types, f16, f32)."
+    kinds = {"f32" if t == "F32" else "f16" if t in ("F16", "BF16") else t.lower() for t in types}
+    unknown = sorted(k for k in kinds if k not in TOLERANCES)
+    check(not unknown, f"the file holds tensors in {', '.join(k.upper() for k in unknown)}, which lop does not write and cannot reproduce in torch",
+          "verify files written by write_gguf")
+    return max(TOLERANCES[k] for k in kinds)
+
+def stored_weights(model:nn.Module, types:dict) -> dict[str, torch.Tensor]:
+    """Parameter name → each weight of `model` as a GGUF file with `types` (llama.cpp's name → GGML type name, `file_types`) holds it:
+    quantised and dequantised in that type, from the model's own values and layout; for `torch.func.functional_call`."""
     from gguf import GGMLQuantizationType as T, quants
+    names = {id(p): n for n, p in model.named_parameters()}
     out = {}
-    for n, p in model.named_parameters():
-        typ, a = gguf_type(tuple(p.shape), dtype), p.detach().to("cpu", torch.float32).numpy()
+    for gname, (p, _) in _gguf_sources(model).items():
+        typ = T[types[gname]] if gname in types else None
+        check(typ is not None, f"the file has no tensor {gname}", "verify the file against the model it was written from")
         if typ == T.F32: continue
+        a = p.detach().to("cpu", torch.float32).numpy()
         back = a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quants.quantize(a, typ), typ)
-        out[n] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device, p.dtype)
+        out[names[id(p)]] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device, p.dtype)
     return out
 
-def verify_gguf(path, model:nn.Module, ids, tol:float|None=None, stored:str|None=None) -> dict:
-    """llama.cpp's logits of the GGUF file `path` against `model`'s, its weights as the file's dtype stores them, for `ids`:
-    RMS/spread of the difference, max |Δ|, next-token agreement, ok (RMS/spread ≤ `tol`, by default `TOLERANCES` of the dtype)."""
+def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
+    """llama.cpp's logits of the GGUF file `path` against `model`'s, its weights as the file stores them (each tensor in the file's
+    own type), for `ids`: RMS/spread of the difference, max |Δ|, next-token agreement, ok (RMS/spread ≤ `tol`, by default `TOLERANCES`)."""
     ids = torch.as_tensor(ids).reshape(1, -1)
-    dtype = stored or file_dtype(path)
-    _check_dtype(dtype)
+    types = file_types(path)
+    tol = _tolerance(types.values()) if tol is None else tol
     a = gguf_logits(path, ids)
     with torch.no_grad():   # rounded as the file rounds them; the layout (names, Q/K order) is the writer's and is what is checked
-        b = torch.func.functional_call(model, stored_weights(model, dtype), args=(), kwargs=dict(input_ids=ids.to(input_device(model))))
+        b = torch.func.functional_call(model, stored_weights(model, types), args=(), kwargs=dict(input_ids=ids.to(input_device(model))))
     b = b.logits[0].float().cpu().numpy()
-    tol = TOLERANCES[dtype] if tol is None else tol
     rel = float(np.sqrt(np.mean((a - b) ** 2)) / b.std())
-    return dict(dtype=dtype, tokens=len(a), rms_over_spread=rel, max_abs_diff=float(np.abs(a - b).max()),
+    mix = {k: sum(v == k for v in types.values()) for k in sorted(set(types.values()))}
+    return dict(types=mix, tokens=len(a), rms_over_spread=rel, max_abs_diff=float(np.abs(a - b).max()),
                 logit_max=float(np.abs(b).max()), next_token_agreement=int((a.argmax(-1) == b.argmax(-1)).sum()), tol=tol, ok=rel <= tol)
 
 # %% ../nbs/30_gguf.ipynb 24

@@ -51,7 +51,8 @@ def parse_latency(text) -> float:
     return _parse(text, _TIME_UNITS, "a latency per token", "8ms (or 0.008s, 8000us)", bare=False, per_token=True)
 
 # %% ../nbs/31_targets.ipynb 8
-DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None}   # bytes a weight (q8_0: as a GGUF file stores it, lop.gguf.gguf_type)
+DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None, "q5_1": None, "q5_0": None, "q4_1": None, "q4_0": None}   # bytes a weight (None: as
+# a GGUF file stores it, lop.gguf.gguf_type); and "source", a GGUF file only: each tensor in the type of the file the model came from
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}   # what the lop and hf formats write
 _DTYPE_NAMES = {"float32": "f32", "fp32": "f32", "bfloat16": "bf16", "float16": "f16", "fp16": "f16", "half": "f16", "q8": "q8_0"}
 
@@ -59,7 +60,7 @@ def dtype_name(dtype) -> str:
     "The name of `dtype` in `DTYPES` (a torch dtype or a string such as 'bfloat16')."
     d = str(dtype).replace("torch.", "").lower()
     d = _DTYPE_NAMES.get(d, d)
-    check(d in DTYPES, f"cannot count sizes in dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    check(d in DTYPES or d == "source", f"cannot count sizes in dtype {dtype!r}", f"use one of {', '.join(DTYPES)} (or source, for a GGUF file)")
     return d
 
 def tensor_bytes(shape, dtype, file:str|None=None) -> int:
@@ -67,7 +68,8 @@ def tensor_bytes(shape, dtype, file:str|None=None) -> int:
     with `file="gguf"`, by the storage rule of `lop.gguf` (vectors f32, rows off the blocks f16), with the file's padding for `file`."""
     d = dtype_name(dtype)
     check(file in (None, "gguf"), f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
-    if file == "gguf" or d == "q8_0":
+    check(d != "source", "dtype='source' (each tensor in its source file's type) counts a GGUF file by its tensors' names", "use Counter(model, 'source', file='gguf')")
+    if file == "gguf" or DTYPES[d] is None:
         from lop.gguf import gguf_nbytes
         return gguf_nbytes(tuple(shape), d, padded=file == "gguf")
     return math.prod(shape) * DTYPES[d]
@@ -90,10 +92,11 @@ def _stored(model, part):
 def _ffn_params(f) -> list:
     return [t for l in (f.gate, f.up, f.down) for t in (l.weight, l.bias) if t is not None]
 
-def _ffn_shapes(f, k:int) -> list[tuple]:
-    "Shapes of the FFN tensors of `f` (a `find_ffns` entry) at `k` neurons."
+def _ffn_shapes(f, k:int) -> list[tuple[str, tuple]]:
+    "(llama.cpp's name within a block, shape) of the FFN tensors of `f` (a `find_ffns` entry) at `k` neurons."
     h, out = [(k, f.gate.in_features), (k, f.up.in_features), (f.down.out_features, k)], []
-    for s, b in zip(h, (f.gate.bias, f.up.bias, f.down.bias)): out += [s] + ([(s[0],)] if b is not None else [])
+    for n, s, b in zip(("ffn_gate", "ffn_up", "ffn_down"), h, (f.gate.bias, f.up.bias, f.down.bias)):
+        out += [(f"{n}.weight", s)] + ([(f"{n}.bias", (s[0],))] if b is not None else [])
     return out
 
 class Counter:
@@ -103,23 +106,27 @@ class Counter:
     def __init__(self, model:nn.Module, dtype=None, part:str="model", file:str|None=None, tokenizer=None):
         ffns = find_ffns(model)
         self.dtype, self.file = None if dtype is None else dtype_name(dtype), file
-        overhead = 0
-        if file is not None:
-            from lop.gguf import DTYPES as GGUF_DTYPES, gguf_overhead
-            check(file == "gguf", f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
-            check(self.dtype in GGUF_DTYPES, f"a GGUF file is written in {', '.join(GGUF_DTYPES)}, not {dtype!r}", "pass dtype='f16' (or f32, q8_0)")
-            check(part == "model", "a GGUF file holds the whole model", "count part='model'")
-            overhead = gguf_overhead(model, tokenizer, self.dtype)
-        self._bytes = math.prod if self.dtype is None else (lambda s: tensor_bytes(s, self.dtype, file))
-        ffn_ids = {id(t) for f in ffns for t in _ffn_params(f)}
-        self.overhead = overhead
-        self.fixed = overhead + sum(self._bytes(tuple(p.shape)) for p in _stored(model, part) if id(p) not in ffn_ids)
-        self.widths, self._ffns, self._memo = [f.width for f in ffns], ffns, {}
+        self.widths, self._ffns, self._memo, self.overhead = [f.width for f in ffns], ffns, {}, 0
+        if file is None:
+            check(self.dtype != "source", "dtype='source' is a GGUF file's (each tensor in its source file's type)", "count it with file='gguf'")
+            self._bytes = (lambda name, s: math.prod(s)) if self.dtype is None else (lambda name, s: tensor_bytes(s, self.dtype))
+            ffn_ids = {id(t) for f in ffns for t in _ffn_params(f)}
+            self.fixed = sum(self._bytes(None, tuple(p.shape)) for p in _stored(model, part) if id(p) not in ffn_ids)
+            return
+        from lop.gguf import DTYPES as GGUF_DTYPES, gguf_overhead, gguf_shapes, gguf_nbytes, _types_of, _source
+        check(file == "gguf", f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
+        check(self.dtype in GGUF_DTYPES, f"a GGUF file is written in {', '.join(GGUF_DTYPES)}, not {dtype!r}", "pass dtype='f16' (or f32, q8_0, ...)")
+        check(part == "model", "a GGUF file holds the whole model", "count part='model'")
+        types = _types_of(model, self.dtype, _source(model, None))   # "source": each tensor's type in the file the model came from
+        self._bytes = lambda name, s: gguf_nbytes(s, self.dtype, True, types.get(name))
+        self.overhead = gguf_overhead(model, tokenizer, self.dtype)
+        ffn = {f"blk.{i}.{n}" for i, f in enumerate(ffns) for n, _ in _ffn_shapes(f, f.width)}
+        self.fixed = self.overhead + sum(self._bytes(n, s) for n, s in gguf_shapes(model).items() if n not in ffn)
 
     def layer(self, i:int, k:int) -> int:
         "What FFN layer `i` stores at `k` neurons."
         key = (i, k)
-        if key not in self._memo: self._memo[key] = sum(self._bytes(s) for s in _ffn_shapes(self._ffns[i], k))
+        if key not in self._memo: self._memo[key] = sum(self._bytes(f"blk.{i}.{n}", s) for n, s in _ffn_shapes(self._ffns[i], k))
         return self._memo[key]
 
     def __call__(self, kept) -> int|np.ndarray:
@@ -354,17 +361,19 @@ def find_target(model:nn.Module, *, ratio=None, params=None, size=None, latency=
     check(goal >= floor, f"{kind} target {fmt(goal)} is below the smallest model this allocation reaches, {fmt(floor)} at ratio {hi}",
           f"ask for at least {fmt(floor)}")
     t, row, kept = solve_count(counter, goal, allocate, multiple_of, lo, hi)
-    what = ("parameters" if kind == "params" else f"bytes of the GGUF file on disk in {dtype} ({_BYTES_HOW['q8_0'] if dtype == 'q8_0' else _BYTES_HOW[dtype] + ', vectors in f32'}; every tensor padded to "
+    what = ("parameters" if kind == "params" else f"bytes of the GGUF file on disk in {dtype} ({_bytes_how(dtype, file)}; every tensor padded to "
             "32 bytes; the keys, tokenizer and tensor names counted from the file's own metadata)" if file else
-            f"bytes of the weights in {dtype} ({_BYTES_HOW[dtype]})")
+            f"bytes of the weights in {dtype} ({_bytes_how(dtype, file)})")
     how = (f"exact from the architecture: {what}, every stored tensor once (tied embeddings once){', language backbone and head only' if part == 'language' else ''}; "
            "the target ratio is the smallest whose per-layer plan stores at most the request (search on the target through the plan)")
     return Goal(kind, goal, t, np.asarray(row).tolist(), kept, counter(kept), counter.dense, floor, how, dtype, text, hi, counter.no_ffn,
                 file=file, overhead=counter.overhead)
 
-_BYTES_HOW = dict(f32="4 bytes a weight", bf16="2 bytes a weight", f16="2 bytes a weight",
-                  q8_0="matrices in blocks of 32 weights along each row at 34 bytes a block, in f16 where a row is not, vectors in f32: "
-                       "the rule lop.gguf writes by")
+def _bytes_how(dtype:str, file) -> str:
+    "How the bytes of `dtype` are counted, in a few words."
+    if dtype in TORCH_DTYPES: return f"{DTYPES[dtype]} bytes a weight" + (", vectors in f32" if file and dtype != "f32" else "")
+    grid = "each matrix in its source file's type" if dtype == "source" else f"matrices in {dtype} blocks of 32 weights along each row"
+    return f"{grid} (gguf's GGML_QUANT_SIZES), in f16 where a row is not a multiple of 32, vectors in f32: the rule lop.gguf writes by"
 
 def _in(dtype, file) -> str|None:
     "How a size's unit reads: the dtype, or the dtype's GGUF file."
@@ -394,8 +403,8 @@ def reach(goal:Goal, model:nn.Module, measure:bool=True, part:str="model", **kw)
     "`goal` with `reached` filled from the pruned `model`: counted from its tensors, or its latency measured (with the curve's settings)."
     if goal.kind == "params": goal.reached = stored(model, None, part)
     elif goal.kind == "size" and goal.file:   # the file's metadata and every tensor `write_gguf` writes, from the pruned model's shapes
-        from lop.gguf import gguf_shapes
-        goal.reached = goal.overhead + sum(tensor_bytes(s, goal.dtype, goal.file) for s in gguf_shapes(model).values())
+        from lop.gguf import gguf_tensor_bytes
+        goal.reached = goal.overhead + gguf_tensor_bytes(model, goal.dtype)
     elif goal.kind == "size": goal.reached = stored(model, goal.dtype, part)
     elif goal.kind == "ratio":
         ffns = find_ffns(model); dense = (getattr(model.config, "lop_pruning", None) or {}).get("dense_widths") or goal.kept

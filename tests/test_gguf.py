@@ -65,13 +65,13 @@ def test_tokenizer_and_chat_template_carry_over(tmp_path, pruned, tok):
     assert llm.metadata["tokenizer.chat_template"].startswith("{% for m")
     llm.close()
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"])
 def test_every_tensor_is_stored_by_the_rule(tmp_path, pruned, tok, dtype):
     "The file holds every tensor in the type `gguf_type` names, with the values `stored_weights` rounds to, and is the size counted."
     from gguf import quants
     path = tmp_path/f"m.{dtype}.gguf"
     rep = G.write_gguf(pruned, path, tok, dtype=dtype)
-    assert rep["dtype"] == G.file_dtype(path) == dtype and os.path.getsize(path) == G.gguf_file_bytes(pruned, tok, dtype)
+    assert int(GGUFReader(path).fields["general.file_type"].contents()) == G._FILE_TYPE[dtype] and os.path.getsize(path) == G.gguf_file_bytes(pruned, tok, dtype)
     shapes, want = G.gguf_shapes(pruned), G.gguf_tensors(pruned)
     read = {t.name: t for t in GGUFReader(path).tensors}
     assert set(read) == set(shapes)
@@ -83,7 +83,7 @@ def test_every_tensor_is_stored_by_the_rule(tmp_path, pruned, tok, dtype):
             quants.dequantize(quants.quantize(w, t.tensor_type), t.tensor_type)
         assert np.array_equal(got, exp), name                     # the values the reference of verify_gguf runs with
     downs = [read[f"blk.{i}.ffn_down.weight"].tensor_type.name for i in range(3)]
-    assert downs == (["Q8_0", "F16", "Q8_0"] if dtype == "q8_0" else [dtype.upper()] * 3)   # widths 64, 115, 32: 115 is off the blocks
+    assert downs == ([dtype.upper()] * 3 if dtype in ("f32", "f16") else [dtype.upper(), "F16", dtype.upper()])   # widths 64, 115, 32: 115 is off the blocks
 
 def test_a_file_llama_cpp_refuses_is_never_written(tmp_path, pruned, tok, monkeypatch):
     real = G.gguf_tensors
@@ -93,7 +93,7 @@ def test_a_file_llama_cpp_refuses_is_never_written(tmp_path, pruned, tok, monkey
     with pytest.raises(LOPError, match="llama.cpp refuses"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f32")
     assert not (tmp_path/"m.gguf").exists() and not list(tmp_path.iterdir())    # no temporary file left either
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0", "q4_0"])
 def test_wrong_logits_are_never_written(tmp_path, pruned, tok, monkeypatch, dtype):
     monkeypatch.setattr(G, "rope_permute", lambda w, n: w)   # forget llama.cpp's Q/K row order: loads, but computes something else
     with pytest.raises(LOPError, match="differ") as e: G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype=dtype)
@@ -110,13 +110,25 @@ def test_a_tokenizer_llama_cpp_reads_otherwise_is_never_written(tmp_path, pruned
     with pytest.raises(LOPError, match="tokenises the check text differently"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f32")
     assert not list(tmp_path.iterdir())
 
-def test_unknown_file_types_and_broken_files_are_refused(tmp_path, pruned, tok, monkeypatch):
-    monkeypatch.setitem(G._FILE_TYPE, "f16", 15)                   # written as llama.cpp's MOSTLY_Q4_K_M
-    G._write(pruned, tmp_path/"m.gguf", tok, "f16", None)
-    monkeypatch.setitem(G._FILE_TYPE, "f16", 1)
-    with pytest.raises(LOPError, match="file type 15, not one lop writes"): G.verify_gguf(tmp_path/"m.gguf", pruned, [1, 2, 3])
+def test_types_lop_cannot_reproduce_and_broken_files_are_refused(tmp_path, pruned, tok, monkeypatch):
+    "The check reads each tensor's type from the file and never guesses one: a type it cannot reproduce in torch is refused."
+    G._write(pruned, tmp_path/"m.gguf", tok, "q8_0", None)
+    monkeypatch.delitem(G.TOLERANCES, "q8_0")                       # as if Q8_0 were a K-quant
+    with pytest.raises(LOPError, match="holds tensors in Q8_0, which lop does not write"): G.verify_gguf(tmp_path/"m.gguf", pruned, [1, 2, 3])
     (tmp_path/"cut.gguf").write_bytes((tmp_path/"m.gguf").read_bytes()[:3000])
-    with pytest.raises(LOPError, match="cannot read the GGUF file"): G.file_dtype(tmp_path/"cut.gguf")
+    with pytest.raises(LOPError, match="cannot read the GGUF file"): G.file_types(tmp_path/"cut.gguf")
+
+def test_source_keeps_every_tensor_on_its_source_grid(tmp_path, pruned, tok):
+    "dtype='source': the types of the file the model came from, the kept rows of gate and up block for block, the size as counted."
+    G.write_gguf(pruned, tmp_path/"src.gguf", tok, dtype="q5_1")
+    half = slice_ffn(tiny_llama(), make_plan([torch.rand(w) for w in (64, 115, 32)], 0.5))   # the same weights, fewer neurons
+    rep = G.write_gguf(half, tmp_path/"half.gguf", dtype="source", source=tmp_path/"src.gguf")
+    S, O = ({t.name: t for t in GGUFReader(p).tensors} for p in (tmp_path/"src.gguf", tmp_path/"half.gguf"))
+    for n, t in O.items():
+        assert t.tensor_type == G.gguf_type(G.gguf_shapes(half)[n], "source", S[n].tensor_type), n
+        if "ffn_down" not in n: assert {bytes(r) for r in np.asarray(t.data)} <= {bytes(r) for r in np.asarray(S[n].data)}, n
+    assert rep["ok"] and os.path.getsize(tmp_path/"half.gguf") == G.gguf_file_bytes(half, dtype="source", source=tmp_path/"src.gguf")
+    with pytest.raises(LOPError, match="the model came from none"): G.write_gguf(half, tmp_path/"x.gguf", tok, dtype="source")
 
 @pytest.mark.parametrize("kind", ["qwen2", "qwen2_5_vl", "llava"])
 def test_unsupported_architectures_say_what_works(tmp_path, kind):
@@ -124,7 +136,7 @@ def test_unsupported_architectures_say_what_works(tmp_path, kind):
     assert not list(tmp_path.iterdir())
 
 def test_bad_input(tmp_path, pruned, tok):
-    with pytest.raises(LOPError, match="unknown GGUF dtype"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="q4_0")
+    with pytest.raises(LOPError, match="unknown GGUF dtype"): G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="q4_k")
     with pytest.raises(LOPError, match="no tokenizer"): G.write_gguf(pruned, tmp_path/"m.gguf")
     with pytest.raises(LOPError, match="not a .gguf file"): G.write_gguf(pruned, tmp_path/"m.gguf", source=tmp_path/"x.bin")
     with pytest.raises(LOPError, match="unknown checkpoint format"): save_pruned(pruned, tmp_path/"p", tok, format="ggml")
@@ -159,7 +171,7 @@ def test_smollm2_pruned_to_30_percent(tmp_path):
 @pytest.mark.parametrize("args, msg", [
     (["--gguf-dtype", "q8_0"], "--gguf-dtype is for --format gguf"),
     (["--format", "gguf", "--gguf-dtype", "f16", "--dtype", "bf16"], "--dtype bf16 and --gguf-dtype f16 disagree"),
-    (["--format", "gguf", "--gguf-dtype", "q4_0"], "invalid choice"),
+    (["--format", "gguf", "--gguf-dtype", "q4_k"], "invalid choice"),
     (["--format", "lop", "--dtype", "q8_0"], "invalid choice"),
 ])
 def test_the_command_line_refuses_mixed_dtypes(tmp_path, capsys, args, msg):
