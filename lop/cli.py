@@ -169,9 +169,7 @@ def _storage(m, a) -> tuple[str, str|None, int]:
               f"drop --dtype, or pass --gguf-dtype {a.dtype}")
         return d, "gguf", a.multiple_of or (1 if d in ("f32", "f16") else 32)
     check(a.gguf_dtype is None, f"--gguf-dtype is for --format gguf; the {a.format} format is written in --dtype", "drop --gguf-dtype, or pass --format gguf")
-    d = dtype_name(a.dtype or next(m.parameters()).dtype)
-    check(d != "q8_0", f"the {a.format} format stores torch tensors: q8_0 is a GGUF type", "pass --format gguf --gguf-dtype q8_0, or --dtype f16/bf16/f32")
-    return d, None, a.multiple_of or 1
+    return dtype_name(a.dtype or next(m.parameters()).dtype), None, a.multiple_of or 1
 
 def cmd_prune(a):
     from lop.ondemand import prune_to

@@ -14,7 +14,7 @@ from .models import *
 __all__ = ['DTYPES', 'ALIGNMENT', 'TOLERANCES', 'VERIFY_TOKENS', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_shapes',
            'gguf_tensors', 'gguf_type', 'source_types', 'gguf_nbytes', 'gguf_overhead', 'gguf_tensor_bytes',
            'gguf_file_bytes', 'gguf_logits', 'file_types', 'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama',
-           'llama_times']
+           'llama_times', 'gguf_perplexity', 'llama_quantize']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
@@ -363,3 +363,54 @@ def llama_times(llm, ids:list, prefill:int) -> tuple[float, float]:
     llm.reset(); t0 = time.perf_counter(); llm.eval(ids[:prefill]); t1 = time.perf_counter()
     for t in ids[prefill:]: llm.eval([t])
     return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3 / (len(ids) - prefill)
+
+# %% ../nbs/30_gguf.ipynb 33
+def gguf_perplexity(path, windows, threads:int=2) -> dict:
+    "Perplexity of the GGUF file `path` in llama.cpp on token `windows` (n × L): perplexity, the NLL of every window, as `lop.texteval` returns them."
+    w = torch.as_tensor(windows)
+    check(w.ndim == 2 and w.shape[1] >= 2 and len(w) > 0, f"windows must be n × L token ids with L ≥ 2, got shape {tuple(w.shape)}",
+          "pass e.g. lop.text.text_data(tok, 'austen', test=12).test")
+    n, L = w.shape
+    llm = _llama(path, L, n_batch=L, n_ubatch=L, logits_all=True, n_threads=threads, n_threads_batch=threads)
+    t0, nll = time.perf_counter(), []
+    try:
+        for row in w.tolist():
+            llm.reset(); llm.eval(row)
+            s = np.asarray(llm.scores[:L - 1], dtype=np.float64)            # position t predicts token t + 1
+            top = s.max(-1)
+            lse = top + np.log(np.exp(s - top[:, None]).sum(-1))
+            nll.append(float((lse - s[np.arange(L - 1), row[1:]]).sum()))
+    finally: llm.close()
+    return dict(perplexity=math.exp(sum(nll) / ((L - 1) * n)), nll=nll, tokens_per_window=L - 1, windows=n, seconds=time.perf_counter() - t0)
+
+def llama_quantize(src, dst, ftype:str, pure:bool=False, threads:int=2) -> Path:
+    "`dst`: the GGUF file `src` quantised by llama.cpp's own quantiser to `ftype` (its names: 'q4_k_m', 'q6_k', 'iq4_nl', 'q4_0', ...); `pure`: every tensor in that type."
+    import ctypes
+    llama_cpp = _llama_cpp()
+    code = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{str(ftype).upper()}", None)
+    known = sorted(k.removeprefix("LLAMA_FTYPE_MOSTLY_").lower() for k in dir(llama_cpp) if k.startswith("LLAMA_FTYPE_MOSTLY_"))
+    check(code is not None, f"llama.cpp has no file type {ftype!r}", f"use one of {', '.join(known)}")
+    check(Path(src).is_file(), f"no GGUF file at {src}", "pass the path of a .gguf file")
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.ftype, p.nthread, p.pure, p.allow_requantize = code, threads, pure, True
+    with atomic_path(Path(dst), ".gguf") as tmp, _c_output() as log:   # llama.cpp writes its progress to the process's own stdout
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p))
+        check(rc == 0, f"llama.cpp could not quantise {src} to {ftype} (code {rc}): {' '.join(log.read().splitlines()[-2:])}",
+              "check the file with gguf.GGUFReader, or pick another type")
+    return Path(dst)
+
+@contextlib.contextmanager
+def _c_output():
+    "Catch what C code writes to file descriptors 1 and 2 in the block into a temporary file (yielded, readable afterwards)."
+    import os, sys, tempfile
+    sys.stdout.flush(); sys.stderr.flush()
+    with tempfile.TemporaryFile("w+") as f:
+        saved, py = [os.dup(1), os.dup(2)], io.StringIO()   # py: what llama-cpp-python's log callback prints through sys.stderr
+        try:
+            os.dup2(f.fileno(), 1); os.dup2(f.fileno(), 2)
+            class _Log:
+                def read(self): f.flush(); f.seek(0); return f.read() + py.getvalue()
+            with contextlib.redirect_stdout(py), contextlib.redirect_stderr(py): yield _Log()
+        finally:
+            os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+            for s in saved: os.close(s)

@@ -9,10 +9,11 @@ TABLES = ["testbed_dense", "testbed_uniform_curve", "testbed_layer_sensitivity",
           "time_breakdown", "table1", "table1_formatted", "table1_glance", "table3", "heldout_targets", "table2", "accuracy_vs_ratio",
           *(f"real_{t}_smollm2-135m" for t in ("table1", "significance", "heldout", "table3", "data")),
           "teachers_smollm2-135m", "reward_noise_smollm2-135m", "teachers_testbed", "reward_noise_testbed",
-          *(f"recovery_{t}smollm2-135m" for t in ("", "significance_", "recipe_", "curves_")), "recovery_testbed"]
+          *(f"recovery_{t}smollm2-135m" for t in ("", "significance_", "recipe_", "curves_")), "recovery_testbed",
+          "frontier_smollm2-135m", "frontier_vs_quantisation_smollm2-135m"]
 FIGURES = ["testbed_pruning_curve", "fig4_mcts_progress", "fig1_overview", "fig2_importance", "ratio_profiles",
            "accuracy_vs_ratio", "time_breakdown", "real_ppl_vs_ratio_smollm2-135m", "real_ratio_profiles_smollm2-135m",
-           "teacher_kl_smollm2-135m", "reward_noise_smollm2-135m", "recovery_smollm2-135m"]
+           "teacher_kl_smollm2-135m", "reward_noise_smollm2-135m", "recovery_smollm2-135m", "frontier_smollm2-135m"]
 
 def test_every_notebook_runs_and_writes_its_artefacts(tmp_path, monkeypatch):
     proc = build_processor(); save_testbed(build_model(proc, layers=2), proc, tmp_path / "model")
