@@ -164,9 +164,11 @@ def _storage(m, a) -> tuple[str, str|None, int]:
     is the GGUF file's, and the widths' multiple (32 for a file of blocks unless asked: a width off the blocks stores ffn_down in f16)."""
     from lop.targets import dtype_name
     if a.format == "gguf":
+        from lop.gguf import gguf_config, _types_of, _source
         d = a.gguf_dtype or "f16"
-        check(a.dtype in (None, d), f"--dtype {a.dtype} and --gguf-dtype {d} disagree: with --format gguf the size is the file's, in its dtype",
-              f"drop --dtype, or pass --gguf-dtype {a.dtype}")
+        check(a.dtype in (None, d), f"--dtype {a.dtype} and --gguf-dtype {d} disagree: with --format gguf the file is written, and a size "
+              "counted, in --gguf-dtype", "drop --dtype")
+        gguf_config(m); _types_of(m, d, _source(m, None))   # what the writer would refuse, refused before any pruning or training
         return d, "gguf", a.multiple_of or (1 if d in ("f32", "f16") else 32)
     check(a.gguf_dtype is None, f"--gguf-dtype is for --format gguf; the {a.format} format is written in --dtype", "drop --gguf-dtype, or pass --format gguf")
     return dtype_name(a.dtype or next(m.parameters()).dtype), None, a.multiple_of or 1
@@ -213,12 +215,14 @@ def _recover(m, proc, teacher:str, a, steps:int) -> Path:
     return ck
 
 def _save_verified(m, proc, a, fmt:str, dtype, checkpoint:Path|None=None):
-    "Save `m` to `a.out`; after a recovery, read it back and compare before its `checkpoint` is removed (a failed save keeps the run)."
-    save_pruned(m, a.out, proc, format=fmt, dtype=dtype)
+    "Save `m` to `a.out`; after a recovery, read it back and compare every tensor before its `checkpoint` is removed (a failed save keeps the run)."
+    kept = f"the recovery is kept in {checkpoint}: run the same command again to save it without training" if checkpoint else "run the command again"
+    try: save_pruned(m, a.out, proc, format=fmt, dtype=dtype)
+    except OSError as e: raise LOPError(f"cannot write {a.out}: {e}", f"free space or pick another --out; {kept}") from None
     if checkpoint is not None:
-        back = load_pruned(a.out)
-        check(model_fingerprint(back) == model_fingerprint(m), f"{a.out} does not read back as the recovered model",
-              f"the recovery is kept in {checkpoint}: run the same command again to save it without training")
+        mine, back = m.state_dict(), load_pruned(a.out).state_dict()
+        same = mine.keys() == back.keys() and all(torch.equal(mine[k].cpu(), back[k].to(mine[k].dtype)) for k in mine)
+        check(same, f"{a.out} does not read back as the recovered model", kept)
         checkpoint.unlink(missing_ok=True)
     print(f"→ {a.out}")
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_gguf.ipynb 2
 from __future__ import annotations
-import contextlib, io, json, math, time
+import contextlib, functools, io, json, math, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from .core import *
@@ -12,9 +12,9 @@ from .models import *
 
 # %% auto 0
 __all__ = ['DTYPES', 'ALIGNMENT', 'TOLERANCES', 'VERIFY_TOKENS', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_shapes',
-           'gguf_tensors', 'gguf_type', 'source_types', 'gguf_nbytes', 'gguf_overhead', 'gguf_tensor_bytes',
-           'gguf_file_bytes', 'gguf_logits', 'file_types', 'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama',
-           'llama_times', 'gguf_perplexity', 'llama_quantize']
+           'gguf_tensors', 'gguf_type', 'read_gguf', 'source_types', 'gguf_nbytes', 'gguf_overhead',
+           'gguf_tensor_bytes', 'gguf_file_bytes', 'gguf_logits', 'file_types', 'stored_weights', 'verify_gguf',
+           'write_gguf', 'open_llama', 'llama_times', 'gguf_perplexity', 'llama_quantize']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
@@ -86,8 +86,8 @@ def _source(model, source) -> Path|None:
 
 def _copy_tokenizer(w, source:Path, n_vocab:int):
     "Copy the tokenizer.* keys (vocabulary, merges, special ids, chat template) of the GGUF file `source` to the writer `w`."
-    from gguf import GGUFReader, GGUFValueType
-    r = GGUFReader(source)
+    from gguf import GGUFValueType
+    r = read_gguf(source)
     check("tokenizer.ggml.tokens" in r.fields, f"{source} has no tokenizer to copy", "pass tokenizer= (a byte-level BPE tokenizer) and no source")
     n = len(r.fields["tokenizer.ggml.tokens"].data)
     check(n == n_vocab, f"{source} has {n} tokens, the model's embedding {n_vocab} rows: it is not the file this model came from",
@@ -147,10 +147,24 @@ def gguf_type(shape, dtype:str, source_type=None):
     else: t = T[dtype.upper()]
     return t if shape[-1] % GGML_QUANT_SIZES[t][0] == 0 else T.F16   # a row must fill whole blocks
 
-def source_types(source) -> dict[str, int]:
-    "llama.cpp's name → the GGML type (an int) of every tensor of the GGUF file `source`."
+def read_gguf(path):
+    "gguf's `GGUFReader` of the file `path`, or an LOPError naming it when the file is damaged or truncated."
     from gguf import GGUFReader
-    return {t.name: int(t.tensor_type) for t in GGUFReader(source).tensors}
+    check(path is not None and Path(path).is_file(), f"no GGUF file at {path}", "pass the path of a .gguf file")
+    try: return GGUFReader(path)
+    except Exception as e:
+        raise LOPError(f"cannot read the GGUF file {path}: it is damaged or truncated ({type(e).__name__}: {str(e)[:120]})",
+                       "copy or write the file again (its size and checksum should match the original)") from None
+
+@functools.lru_cache(maxsize=8)
+def _types_in(path:str, size:int, mtime:float) -> dict[str, int]:
+    return {t.name: int(t.tensor_type) for t in read_gguf(path).tensors}
+
+def source_types(source) -> dict[str, int]:
+    "llama.cpp's name → the GGML type (an int) of every tensor of the GGUF file `source` (read once per version of the file)."
+    check(source is not None and Path(source).is_file(), f"no GGUF file at {source}", "pass the path of a .gguf file")
+    st = Path(source).stat()
+    return _types_in(str(source), st.st_size, st.st_mtime)
 
 def _padded(n:int) -> int: return -(-n // ALIGNMENT) * ALIGNMENT
 
@@ -184,11 +198,15 @@ def _encode(t:torch.Tensor, dtype:str, source_type=None):
 
 def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
     "A `GGUFWriter` to `path` holding every key of `model` as llama.cpp's `deci`, its tokenizer copied from `source` or built from `tokenizer`."
-    from gguf import GGUFWriter, GGUFReader
+    from gguf import GGUFWriter
     c, ffns = gguf_config(model), find_ffns(model)
     n_vocab, hd = model.get_input_embeddings().weight.shape[0], _head_dim(c)
+    ft = _FILE_TYPE.get(dtype)
+    if dtype == "source":
+        _types_of(model, dtype, source)                # a source, of types lop writes
+        field = read_gguf(source).fields.get("general.file_type")
+        ft = int(field.contents()) if field is not None else 1   # a file without one: llama.cpp reads the type of every tensor anyway
     w = GGUFWriter(str(path), "deci")
-    ft = int(GGUFReader(source).fields["general.file_type"].contents()) if dtype == "source" else _FILE_TYPE[dtype]
     w.add_name(getattr(model, "lop_description", None) or type(model).__name__); w.add_file_type(ft)
     w.add_context_length(c.max_position_embeddings); w.add_embedding_length(c.hidden_size); w.add_block_count(len(ffns))
     w.add_array("deci.feed_forward_length", [f.width for f in ffns])      # one width per layer: what `deci` builds and `llama` does not
@@ -216,8 +234,10 @@ def gguf_overhead(model:nn.Module, tokenizer=None, dtype:str="f16", source=None)
     "Bytes of a GGUF file of `model` before its tensor data: header, keys (the tokenizer's too) and tensor infos, padded; the same at every FFN width."
     import tempfile
     _check_dtype(dtype)
+    src = _source(model, source)
+    _types_of(model, dtype, src)                       # dtype='source' needs a source file, of types lop writes
     with tempfile.TemporaryDirectory() as d:
-        w = _writer(model, Path(d)/"head.gguf", tokenizer, dtype, _source(model, source))
+        w = _writer(model, Path(d)/"head.gguf", tokenizer, dtype, src)
         for name, shape in gguf_shapes(model).items(): w.add_tensor_info(name, shape, np.dtype(np.float32), 0)
         w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
         return _padded((Path(d)/"head.gguf").stat().st_size)
@@ -279,9 +299,7 @@ VERIFY_TEXT = _verify_text()
 
 def file_types(path) -> dict[str, str]:
     "llama.cpp's name → the GGML type name of every tensor of the GGUF file `path`; an LOPError for a file gguf cannot read."
-    from gguf import GGUFReader
-    try: return {t.name: t.tensor_type.name for t in GGUFReader(path).tensors}
-    except Exception as e: raise LOPError(f"cannot read the GGUF file {path} ({type(e).__name__}: {str(e)[:120]})", "write the file again") from None
+    return {t.name: t.tensor_type.name for t in read_gguf(path).tensors}
 
 def _tolerance(types) -> float:
     "The bound for a file holding tensors of `types`: that of its least precise kind (block types, f16, f32)."
@@ -292,18 +310,21 @@ def _tolerance(types) -> float:
     return max(TOLERANCES[k] for k in kinds)
 
 def stored_weights(model:nn.Module, types:dict) -> dict[str, torch.Tensor]:
-    """Parameter name → each weight of `model` as a GGUF file with `types` (llama.cpp's name → GGML type name, `file_types`) holds it:
-    quantised and dequantised in that type, from the model's own values and layout; for `torch.func.functional_call`."""
+    """Parameter name → each weight of `model` as a GGUF file with `types` (llama.cpp's name → GGML type name, `file_types`) holds it,
+    in float32: quantised and dequantised in that type, from the model's own values and layout; for `torch.func.functional_call`."""
     from gguf import GGMLQuantizationType as T, quants
     names = {id(p): n for n, p in model.named_parameters()}
     out = {}
     for gname, (p, _) in _gguf_sources(model).items():
         typ = T[types[gname]] if gname in types else None
         check(typ is not None, f"the file has no tensor {gname}", "verify the file against the model it was written from")
-        if typ == T.F32: continue
         a = p.detach().to("cpu", torch.float32).numpy()
-        back = a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quants.quantize(a, typ), typ)
-        out[names[id(p)]] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device, p.dtype)
+        back = a if typ == T.F32 else a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quants.quantize(a, typ), typ)
+        out[names[id(p)]] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device)
+    c = gguf_config(model)       # the rope as the file states it (its base), in float32: a bf16 model's own inv_freq is rounded
+    hd = _head_dim(c)
+    inv = 1.0 / (_rope_theta(c) ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    out.update({n: inv.to(b.device) for n, b in model.named_buffers() if n.endswith("inv_freq") and b.shape == inv.shape})
     return out
 
 def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
@@ -313,7 +334,7 @@ def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
     types = file_types(path)
     tol = _tolerance(types.values()) if tol is None else tol
     a = gguf_logits(path, ids)
-    with torch.no_grad():   # rounded as the file rounds them; the layout (names, Q/K order) is the writer's and is what is checked
+    with torch.no_grad():   # in float32, rounded as the file rounds them; the layout (names, Q/K order) is the writer's and is what is checked
         b = torch.func.functional_call(model, stored_weights(model, types), args=(), kwargs=dict(input_ids=ids.to(input_device(model))))
     b = b.logits[0].float().cpu().numpy()
     rel = float(np.sqrt(np.mean((a - b) ** 2)) / b.std())
@@ -370,10 +391,13 @@ def gguf_perplexity(path, windows, threads:int=2) -> dict:
     w = torch.as_tensor(windows)
     check(w.ndim == 2 and w.shape[1] >= 2 and len(w) > 0, f"windows must be n × L token ids with L ≥ 2, got shape {tuple(w.shape)}",
           "pass e.g. lop.text.text_data(tok, 'austen', test=12).test")
+    check(not w.is_floating_point() and not w.is_complex(), f"windows must hold integer token ids, got {w.dtype}", "pass token ids (torch.long)")
     n, L = w.shape
     llm = _llama(path, L, n_batch=L, n_ubatch=L, logits_all=True, n_threads=threads, n_threads_batch=threads)
     t0, nll = time.perf_counter(), []
     try:
+        bad = int(((w < 0) | (w >= llm.n_vocab())).sum())
+        check(not bad, f"{bad} token ids lie outside the file's vocabulary of {llm.n_vocab()}", "tokenise with the tokenizer of the model the file holds")
         for row in w.tolist():
             llm.reset(); llm.eval(row)
             s = np.asarray(llm.scores[:L - 1], dtype=np.float64)            # position t predicts token t + 1
@@ -394,7 +418,9 @@ def llama_quantize(src, dst, ftype:str, pure:bool=False, threads:int=2) -> Path:
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype, p.nthread, p.pure, p.allow_requantize = code, threads, pure, True
     with atomic_path(Path(dst), ".gguf") as tmp, _c_output() as log:   # llama.cpp writes its progress to the process's own stdout
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p))
+        llama_cpp._logger.set_verbose(True)                              # and its reasons through the log callback: caught, not shown
+        try: rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(p))
+        finally: llama_cpp._logger.set_verbose(False)
         check(rc == 0, f"llama.cpp could not quantise {src} to {ftype} (code {rc}): {' '.join(log.read().splitlines()[-2:])}",
               "check the file with gguf.GGUFReader, or pick another type")
     return Path(dst)

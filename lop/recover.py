@@ -71,7 +71,7 @@ def _hidden_loss(student_hidden, teacher_hidden, attention_mask=None) -> torch.T
     return torch.stack([mse(s, t) for s, t in zip(student_hidden[1:], teacher_hidden[1:])]).mean()
 
 def batch_loss(student:nn.Module, teacher:nn.Module, batch:dict, recipe) -> torch.Tensor:
-    "The recovery loss of one `batch`: the logit KL at every position whose token is real, plus `recipe.hidden_weight` × the hidden-state term."
+    "The recovery loss of one `batch`: the logit KL at every real position but the last (as `distill_loss` is used since the first run), plus `recipe.hidden_weight` × the hidden-state term at every real position."
     hidden = recipe.hidden_weight > 0
     cuda = next(student.parameters()).device.type == "cuda"
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):

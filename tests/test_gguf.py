@@ -221,3 +221,22 @@ def test_rope_that_lop_does_not_write_is_refused(tmp_path, tok):
         m = tiny_llama(); m.config.rope_parameters = rope
         with pytest.raises(LOPError, match=msg): G.write_gguf(m, tmp_path/"m.gguf", tok)
     assert not list(tmp_path.iterdir())
+
+@pytest.mark.parametrize("model_dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_exports_and_checks(tmp_path, tok, model_dtype):
+    "The check runs the reference in float32 with the file's weights and the rope the file states: a bf16 or f16 model passes in every dtype."
+    m = tiny_llama().to(model_dtype)
+    for dtype in ("f32", "f16", "q8_0"):
+        rep = G.write_gguf(m, tmp_path/f"m.{dtype}.gguf", tok, dtype=dtype)
+        assert rep["ok"] and rep["rms_over_spread"] < G.TOLERANCES[dtype] / 5, (model_dtype, dtype, rep["rms_over_spread"])
+
+def test_perplexity_and_quantiser_refuse_bad_input(tmp_path, pruned, tok):
+    G.write_gguf(pruned, tmp_path/"m.gguf", tok, dtype="f16")
+    with pytest.raises(LOPError, match="token ids lie outside the file's vocabulary of 320"): G.gguf_perplexity(tmp_path/"m.gguf", torch.tensor([[1, 2, 999]]))
+    with pytest.raises(LOPError, match="must hold integer token ids"): G.gguf_perplexity(tmp_path/"m.gguf", torch.tensor([[1.0, 2.0]]))
+    (tmp_path/"junk.gguf").write_bytes(b"GGUF" + b"\0" * 100)
+    G.open_llama(tmp_path/"m.gguf").close()                         # llama.cpp's log quieted once: its reason must still come through
+    with pytest.raises(LOPError, match="failed to read header"): G.llama_quantize(tmp_path/"junk.gguf", tmp_path/"q.gguf", "q4_0")
+    with pytest.raises(LOPError, match="the model came from none"): G.gguf_file_bytes(pruned, tok, "source")
+    with pytest.raises(LOPError, match="damaged or truncated"): G.write_gguf(pruned, tmp_path/"x.gguf", source=tmp_path/"junk.gguf")
+    assert not (tmp_path/"q.gguf").exists() and not (tmp_path/"x.gguf").exists()

@@ -117,7 +117,9 @@ def test_a_failed_save_keeps_the_run_and_another_prune_never_resumes_it(tmp_path
     out, ck = tmp_path/"r", tmp_path/"r.recover.pt"
     def full_disk(*args, **kw): raise OSError(28, "No space left on device")
     monkeypatch.setattr(cli, "save_pruned", full_disk)
-    with pytest.raises(OSError): main(["recover", str(tmp_path/"l2"), "--steps", "3", *SMALL, "--out", str(out)])
+    assert main(["recover", str(tmp_path/"l2"), "--steps", "3", *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"the recovery is kept in {ck}" in err
     assert ck.is_file() and not out.exists()                          # 3 steps of work kept
     monkeypatch.undo()
     capsys.readouterr()

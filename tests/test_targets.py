@@ -248,7 +248,7 @@ def llama_and_tokenizer():
 
 SKEW_3 = lambda ts: np.clip(np.asarray(ts, dtype=np.float64)[:, None] * np.array([1.3, 1.0, 0.7]), 0, 0.95)
 
-@pytest.mark.parametrize("dtype,multiple_of", [("f32", 1), ("f16", 1), ("q8_0", 32), ("q8_0", 1)])
+@pytest.mark.parametrize("dtype,multiple_of", [("f32", 1), ("f16", 1), ("q8_0", 32), ("q8_0", 1), ("q4_1", 32), ("q5_0", 1)])
 def test_a_gguf_size_is_the_file_on_disk(tmp_path, llama_and_tokenizer, dtype, multiple_of):
     "prune_to(size=, file='gguf') then save_pruned(format='gguf'): the file is at most the request, within 1 % of it, and exactly as counted."
     from lop.prune import save_pruned
@@ -263,4 +263,20 @@ def test_a_gguf_size_is_the_file_on_disk(tmp_path, llama_and_tokenizer, dtype, m
         on_disk = os.path.getsize(out/"model.gguf")
         assert on_disk == g.predicted == g.reached, (on_disk, g.predicted)
         assert on_disk <= want, (on_disk, want)
-        if dtype != "q8_0": assert on_disk > 0.99 * want, (on_disk, want)   # q8_0: steps of 32 neurons (6.5 kB here) or f16 fallbacks
+        if dtype in ("f32", "f16"): assert on_disk > 0.99 * want, (on_disk, want)   # blocks: steps of 32 neurons (6.5 kB here) or f16 fallbacks
+
+def test_a_source_size_is_the_file_on_disk(tmp_path, llama_and_tokenizer):
+    "dtype='source' (each tensor on the grid of the file the model came from): counted before pruning, equal to the file written."
+    from lop.gguf import write_gguf
+    from lop.prune import save_pruned
+    lm, tok = llama_and_tokenizer
+    write_gguf(lm, tmp_path/"src.gguf", tok, "q4_1")
+    lm.lop_gguf_source = str(tmp_path/"src.gguf")                       # as lop.load marks a model read from a GGUF file
+    try:
+        c = Counter(lm, "source", file="gguf")
+        want = int(c.no_ffn + 0.7 * (c.dense - c.no_ffn))
+        g = find_target(lm, size=want, dtype="source", file="gguf", multiple_of=32, allocate=SKEW_3)
+        m = slice_ffn(pruned_copy(lm), make_plan(_scores(lm), g.ratios, 32))
+        out = save_pruned(m, tmp_path/"s", format="gguf", dtype="source")
+        assert os.path.getsize(out/"model.gguf") == g.predicted == reach(g, m).reached <= want
+    finally: del lm.lop_gguf_source
