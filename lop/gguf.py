@@ -5,6 +5,7 @@
 # %% ../nbs/30_gguf.ipynb 2
 from __future__ import annotations
 import contextlib, functools, io, json, math, time
+from collections.abc import Mapping
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from .core import *
@@ -12,9 +13,10 @@ from .models import *
 
 # %% auto 0
 __all__ = ['DTYPES', 'ALIGNMENT', 'TOLERANCES', 'VERIFY_TOKENS', 'VERIFY_TEXT', 'gguf_config', 'rope_permute', 'gguf_shapes',
-           'gguf_tensors', 'gguf_type', 'read_gguf', 'source_types', 'gguf_nbytes', 'gguf_overhead',
-           'gguf_tensor_bytes', 'gguf_file_bytes', 'gguf_logits', 'file_types', 'stored_weights', 'verify_gguf',
-           'write_gguf', 'open_llama', 'llama_times', 'gguf_perplexity', 'llama_quantize']
+           'gguf_tensors', 'dtype_at', 'gguf_type', 'read_gguf', 'source_types', 'gguf_nbytes', 'quantize',
+           'gguf_overhead', 'gguf_tensor_bytes', 'gguf_file_bytes', 'gguf_logits', 'file_types', 'as_stored',
+           'stored_weights', 'verify_gguf', 'write_gguf', 'open_llama', 'llama_times', 'gguf_perplexity',
+           'llama_quantize']
 
 # %% ../nbs/30_gguf.ipynb 5
 _ONE_WIDTH = dict(Qwen2ForCausalLM="qwen2", Gemma3ForCausalLM="gemma3", Gemma3ForConditionalGeneration="gemma3",
@@ -126,13 +128,24 @@ def _build_tokenizer(w, tokenizer, n_vocab:int):
     if isinstance(getattr(tokenizer, "chat_template", None), str): w.add_chat_template(tokenizer.chat_template)
 
 # %% ../nbs/30_gguf.ipynb 18
-DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "source")
-_FILE_TYPE = dict(f32=0, f16=1, q4_0=2, q4_1=3, q8_0=7, q5_0=8, q5_1=9)   # llama.cpp's general.file_type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, ...)
-_WRITABLE = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")   # the GGML types gguf quantises in numpy
+DTYPES = ("f32", "f16", "q8_0", "q5_1", "q5_0", "q4_1", "iq4_nl", "q4_0", "source")
+_FILE_TYPE = dict(f32=0, f16=1, q4_0=2, q4_1=3, q8_0=7, q5_0=8, q5_1=9, iq4_nl=25)   # llama.cpp's general.file_type (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, ...)
+_WRITABLE = ("F32", "F16", "BF16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "IQ4_NL", "Q4_0")   # the GGML types lop writes (and reproduces in torch)
 ALIGNMENT = 32                              # gguf's GGUF_DEFAULT_ALIGNMENT: every tensor's data starts and ends on it
 
 def _check_dtype(dtype):
-    check(dtype in DTYPES, f"unknown GGUF dtype {dtype!r}", f"use one of {DTYPES}")
+    "`dtype`: one name of DTYPES, or a mapping from llama.cpp's tensor names to names of DTYPES (a file of mixed precision)."
+    if isinstance(dtype, Mapping):
+        bad = sorted({str(v) for v in dtype.values() if v not in DTYPES})
+        check(len(dtype) > 0 and not bad, f"a mixed dtype maps tensor names to {DTYPES}, not {bad or 'nothing'}",
+              "map every matrix (e.g. 'blk.0.ffn_up.weight') to a dtype: lop.mixed.layer_dtypes builds the mapping")
+    else: check(dtype in DTYPES, f"unknown GGUF dtype {dtype!r}", f"use one of {DTYPES}")
+
+def dtype_at(dtype, name:str) -> str:
+    "The dtype of the tensor `name` in a file of `dtype` (a name of DTYPES, or a mapping from tensor names; a vector not in it: f32)."
+    return dtype if isinstance(dtype, str) else dtype.get(name, "f32")
+
+def _uses_source(dtype) -> bool: return "source" in ([dtype] if isinstance(dtype, str) else dtype.values())
 
 def gguf_type(shape, dtype:str, source_type=None):
     """The GGML type a tensor of `shape` (torch's order) is stored in, in a GGUF file of `dtype` (with `dtype="source"`,
@@ -175,9 +188,16 @@ def gguf_nbytes(shape, dtype:str, padded:bool=False, source_type=None) -> int:
     n = math.prod(shape) // block * size
     return _padded(n) if padded else n
 
-def _types_of(model, dtype:str, source:Path|None) -> dict:
-    "gguf name → the source file's type for `dtype='source'` (an LOPError for a type lop cannot write), else {}."
-    if dtype != "source": return {}
+def _types_of(model, dtype, source:Path|None) -> dict:
+    """gguf name → the source file's type where `dtype` says 'source' (an LOPError for a type lop cannot write), else {};
+    a mixed `dtype` must name every matrix of `model` and nothing else."""
+    _check_dtype(dtype)
+    if isinstance(dtype, Mapping):
+        shapes = gguf_shapes(model)
+        unknown, missing = sorted(set(dtype) - set(shapes)), [n for n, s in shapes.items() if len(s) > 1 and n not in dtype]
+        check(not unknown and not missing, f"the mixed dtype names {len(unknown)} tensors the model does not have ({unknown[:2]}) and misses "
+              f"{len(missing)} of its matrices ({missing[:2]})", "build it for this model (lop.mixed.layer_dtypes) after pruning")
+    if not _uses_source(dtype): return {}
     check(source is not None, "dtype='source' keeps every tensor in the type of the GGUF file the model came from, and the model came from none",
           "load the model from a .gguf file (or pass source=), or pick a dtype such as q8_0")
     types, names = source_types(source), gguf_shapes(model)
@@ -188,21 +208,58 @@ def _types_of(model, dtype:str, source:Path|None) -> dict:
     check(not odd, f"{source} stores {len(odd)} tensors in types lop cannot write: {sorted(set(odd.values()))} (e.g. {next(iter(odd), None)})", f"pick a dtype lop writes ({', '.join(d for d in DTYPES if d != 'source')})")
     return types
 
+@functools.lru_cache(maxsize=1)
+def _ggml():
+    "The ggml library llama-cpp-python ships (its quantiser: `ggml_quantize_chunk`)."
+    import ctypes
+    lib = ctypes.CDLL(str(Path(_llama_cpp().__file__).parent/"lib"/"libggml-base.so"))
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_init.argtypes = [ctypes.c_int]
+    return lib
+
+def quantize(a:np.ndarray, typ) -> np.ndarray:
+    """The blocks (uint8, rows × bytes a row) of the float matrix `a` in the GGML block type `typ`, by llama.cpp's own quantiser
+    (`ggml_quantize_chunk` of the ggml that llama-cpp-python ships; for Q4_0 … Q8_0 the very bytes `gguf.quants.quantize` gives)."""
+    from gguf import GGMLQuantizationType as T, GGML_QUANT_SIZES
+    typ = T(typ)
+    check(typ.name in _WRITABLE and typ.name not in ("F32", "F16", "BF16"), f"lop does not quantise to {typ.name}", f"use one of {_WRITABLE[4:]}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    block, size = GGML_QUANT_SIZES[typ]
+    check(a.ndim >= 1 and a.shape[-1] % block == 0, f"rows of {a.shape[-1]} values do not fill blocks of {block} ({typ.name})", "store such a tensor in f16")
+    out = np.empty((*a.shape[:-1], a.shape[-1] // block * size), dtype=np.uint8)
+    lib, rows, width = _ggml(), a.size // a.shape[-1], a.shape[-1]
+    lib.ggml_quantize_init(int(typ))
+    parts = np.array_split(np.arange(rows), max(1, min(torch.get_num_threads(), rows // 64)))   # rows are independent: one share a thread
+    chunk = lambda r: lib.ggml_quantize_chunk(int(typ), a.ctypes.data, out.ctypes.data, int(r[0]) * width, len(r), width, None) if len(r) else 0
+    if len(parts) == 1: n = chunk(parts[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor   # ctypes lets go of the GIL while ggml works
+        with ThreadPoolExecutor(len(parts)) as ex: n = sum(ex.map(chunk, parts))
+    check(n == out.nbytes, f"ggml wrote {n} bytes of {typ.name} blocks, {out.nbytes} expected", "report this with the versions of llama-cpp-python and gguf")
+    return out
+
 def _encode(t:torch.Tensor, dtype:str, source_type=None):
     "(array, ggml type for a quantised array or None) of one tensor stored by the rule `gguf_type`."
-    from gguf import GGMLQuantizationType as T, quants
+    from gguf import GGMLQuantizationType as T
     typ, a = gguf_type(tuple(t.shape), dtype, source_type), t.numpy()
     if typ == T.F32: return a, None
     if typ == T.F16: return a.astype(np.float16), None
-    return quants.quantize(a, typ), typ
+    return quantize(a, typ), typ
 
-def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
+def _file_dtype(dtype) -> str:
+    "The dtype a (mixed) file is named after: the one most of its matrices are in."
+    if isinstance(dtype, str): return dtype
+    names = [v for v in dtype.values() if v != "f32"] or ["f32"]
+    return max(sorted(set(names)), key=names.count)
+
+def _writer(model:nn.Module, path:Path, tokenizer, dtype, source:Path|None):
     "A `GGUFWriter` to `path` holding every key of `model` as llama.cpp's `deci`, its tokenizer copied from `source` or built from `tokenizer`."
     from gguf import GGUFWriter
     c, ffns = gguf_config(model), find_ffns(model)
     n_vocab, hd = model.get_input_embeddings().weight.shape[0], _head_dim(c)
-    ft = _FILE_TYPE.get(dtype)
-    if dtype == "source":
+    ft = _FILE_TYPE.get(_file_dtype(dtype))
+    if _file_dtype(dtype) == "source":
         _types_of(model, dtype, source)                # a source, of types lop writes
         field = read_gguf(source).fields.get("general.file_type")
         ft = int(field.contents()) if field is not None else 1   # a file without one: llama.cpp reads the type of every tensor anyway
@@ -221,19 +278,18 @@ def _writer(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
         _build_tokenizer(w, tokenizer, n_vocab)
     return w
 
-def _write(model:nn.Module, path:Path, tokenizer, dtype:str, source:Path|None):
+def _write(model:nn.Module, path:Path, tokenizer, dtype, source:Path|None):
     "Write `model` to the GGUF file `path` as llama.cpp's `deci`, every tensor stored by the rule `gguf_type`."
     types = _types_of(model, dtype, source)
     w = _writer(model, path, tokenizer, dtype, source)
     for name, t in gguf_tensors(model).items():
-        a, raw = _encode(t, dtype, types.get(name))
+        a, raw = _encode(t, dtype_at(dtype, name), types.get(name))
         w.add_tensor(name, a, raw_dtype=raw)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
-def gguf_overhead(model:nn.Module, tokenizer=None, dtype:str="f16", source=None) -> int:
+def gguf_overhead(model:nn.Module, tokenizer=None, dtype="f16", source=None) -> int:
     "Bytes of a GGUF file of `model` before its tensor data: header, keys (the tokenizer's too) and tensor infos, padded; the same at every FFN width."
     import tempfile
-    _check_dtype(dtype)
     src = _source(model, source)
     _types_of(model, dtype, src)                       # dtype='source' needs a source file, of types lop writes
     with tempfile.TemporaryDirectory() as d:
@@ -242,12 +298,12 @@ def gguf_overhead(model:nn.Module, tokenizer=None, dtype:str="f16", source=None)
         w.write_header_to_file(); w.write_kv_data_to_file(); w.write_ti_data_to_file(); w.close()
         return _padded((Path(d)/"head.gguf").stat().st_size)
 
-def gguf_tensor_bytes(model:nn.Module, dtype:str="f16", source=None) -> int:
-    "The bytes of the tensor data (padding included) of the GGUF file `write_gguf` writes for `model` in `dtype`."
+def gguf_tensor_bytes(model:nn.Module, dtype="f16", source=None) -> int:
+    "The bytes of the tensor data (padding included) of the GGUF file `write_gguf` writes for `model` in `dtype` (a name, or a mapping per tensor)."
     types = _types_of(model, dtype, _source(model, source))
-    return sum(gguf_nbytes(s, dtype, True, types.get(n)) for n, s in gguf_shapes(model).items())
+    return sum(gguf_nbytes(s, dtype_at(dtype, n), True, types.get(n)) for n, s in gguf_shapes(model).items())
 
-def gguf_file_bytes(model:nn.Module, tokenizer=None, dtype:str="f16", source=None) -> int:
+def gguf_file_bytes(model:nn.Module, tokenizer=None, dtype="f16", source=None) -> int:
     "The size on disk of the GGUF file `write_gguf` writes for `model` in `dtype`, counted before it is written."
     return gguf_overhead(model, tokenizer, dtype, source) + gguf_tensor_bytes(model, dtype, source)
 
@@ -287,7 +343,7 @@ def gguf_logits(path, ids) -> np.ndarray:
     finally: llm.close()
 
 # %% ../nbs/30_gguf.ipynb 22
-TOLERANCES = dict(f32=1e-4, f16=0.01, q8_0=0.1, q5_1=0.1, q5_0=0.1, q4_1=0.1, q4_0=0.1)   # RMS(llama.cpp − transformers logits) / std(transformers logits), the weights as stored
+TOLERANCES = dict(f32=1e-4, f16=0.01, q8_0=0.1, q5_1=0.1, q5_0=0.1, q4_1=0.1, iq4_nl=0.1, q4_0=0.1)   # RMS(llama.cpp − transformers logits) / std(transformers logits), the weights as stored
 VERIFY_TOKENS = 160                                 # of VERIFY_TEXT, at most: enough positions for a rope error to show
 
 def _verify_text() -> str:
@@ -309,17 +365,22 @@ def _tolerance(types) -> float:
           "verify files written by write_gguf")
     return max(TOLERANCES[k] for k in kinds)
 
+def as_stored(a:np.ndarray, typ) -> np.ndarray:
+    "The float32 values a GGUF file holds for the float matrix `a` stored in the GGML type `typ` (quantised, then dequantised)."
+    from gguf import GGMLQuantizationType as T, quants
+    typ = T(typ); a = np.asarray(a, dtype=np.float32)
+    return a if typ == T.F32 else a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quantize(a, typ), typ)
+
 def stored_weights(model:nn.Module, types:dict) -> dict[str, torch.Tensor]:
     """Parameter name → each weight of `model` as a GGUF file with `types` (llama.cpp's name → GGML type name, `file_types`) holds it,
     in float32: quantised and dequantised in that type, from the model's own values and layout; for `torch.func.functional_call`."""
-    from gguf import GGMLQuantizationType as T, quants
+    from gguf import GGMLQuantizationType as T
     names = {id(p): n for n, p in model.named_parameters()}
     out = {}
     for gname, (p, _) in _gguf_sources(model).items():
         typ = T[types[gname]] if gname in types else None
         check(typ is not None, f"the file has no tensor {gname}", "verify the file against the model it was written from")
-        a = p.detach().to("cpu", torch.float32).numpy()
-        back = a if typ == T.F32 else a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quants.quantize(a, typ), typ)
+        back = as_stored(p.detach().to("cpu", torch.float32).numpy(), typ)
         out[names[id(p)]] = torch.from_numpy(np.ascontiguousarray(back)).to(p.device)
     c = gguf_config(model)       # the rope as the file states it (its base), in float32: a bf16 model's own inv_freq is rounded
     hd = _head_dim(c)
@@ -356,8 +417,9 @@ def _check_tokens(llm, tokenizer, text:str) -> list[int]:
                        "or convert with llama.cpp's convert_hf_to_gguf.py")
     return ids
 
-def write_gguf(model:nn.Module, path, tokenizer=None, dtype:str="f16", source=None) -> dict:
-    "Write a (pruned) Llama-family `model` to the GGUF file `path` as llama.cpp's `deci` (every layer at its own FFN width), checked in llama.cpp first; returns the check (`verify_gguf`)."
+def write_gguf(model:nn.Module, path, tokenizer=None, dtype="f16", source=None) -> dict:
+    """Write a (pruned) Llama-family `model` to the GGUF file `path` as llama.cpp's `deci` (every layer at its own FFN width), checked in
+    llama.cpp first; `dtype`: one of DTYPES, or a mapping from tensor names to them (mixed precision); returns the check (`verify_gguf`)."""
     _check_dtype(dtype)
     gguf_config(model)
     src = _source(model, source)
@@ -369,7 +431,7 @@ def write_gguf(model:nn.Module, path, tokenizer=None, dtype:str="f16", source=No
         check(len(ids) >= min(128, VERIFY_TOKENS), f"the check text is only {len(ids)} tokens long", "report this as a bug")
         report = verify_gguf(tmp, model, ids)
         check(report["ok"], f"llama.cpp's logits of the exported file differ from the model's: RMS/spread {report['rms_over_spread']:.3g} "
-              f"> {report['tol']} ({dtype}); nothing was written", "a bug in the export: report it with the model's class and config")
+              f"> {report['tol']} ({_file_dtype(dtype)}); nothing was written", "a bug in the export: report it with the model's class and config")
     return report
 
 # %% ../nbs/30_gguf.ipynb 30

@@ -5,6 +5,7 @@
 # %% ../nbs/31_targets.ipynb 2
 from __future__ import annotations
 import contextlib, copy, math, re, statistics, time
+from collections.abc import Mapping
 from pathlib import Path
 from dataclasses import dataclass, field
 import numpy as np, torch, torch.nn as nn
@@ -51,7 +52,7 @@ def parse_latency(text) -> float:
     return _parse(text, _TIME_UNITS, "a latency per token", "8ms (or 0.008s, 8000us)", bare=False, per_token=True)
 
 # %% ../nbs/31_targets.ipynb 8
-DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None, "q5_1": None, "q5_0": None, "q4_1": None, "q4_0": None}   # bytes a weight (None: as
+DTYPES = {"f32": 4, "bf16": 2, "f16": 2, "q8_0": None, "q5_1": None, "q5_0": None, "q4_1": None, "iq4_nl": None, "q4_0": None}   # bytes a weight (None: as
 # a GGUF file stores it, lop.gguf.gguf_type); and "source", a GGUF file only: each tensor in the type of the file the model came from
 TORCH_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}   # what the lop and hf formats write
 _DTYPE_NAMES = {"float32": "f32", "fp32": "f32", "bfloat16": "bf16", "float16": "f16", "fp16": "f16", "half": "f16", "q8": "q8_0"}
@@ -104,8 +105,9 @@ class Counter:
     the weights in `dtype`, or with `file="gguf"` the size on disk of the GGUF file `lop.gguf.write_gguf` writes (its
     metadata from `tokenizer` or the model's source file included)."""
     def __init__(self, model:nn.Module, dtype=None, part:str="model", file:str|None=None, tokenizer=None):
-        ffns = find_ffns(model)
-        self.dtype, self.file = None if dtype is None else dtype_name(dtype), file
+        ffns, mixed = find_ffns(model), isinstance(dtype, Mapping)
+        check(not mixed or file == "gguf", "a dtype per tensor (a mapping) is a GGUF file's", "count it with file='gguf'")
+        self.dtype, self.file = None if dtype is None else dict(dtype) if mixed else dtype_name(dtype), file
         self.widths, self._ffns, self._memo, self.overhead = [f.width for f in ffns], ffns, {}, 0
         if file is None:
             check(self.dtype != "source", "dtype='source' is a GGUF file's (each tensor in its source file's type)", "count it with file='gguf'")
@@ -113,12 +115,12 @@ class Counter:
             ffn_ids = {id(t) for f in ffns for t in _ffn_params(f)}
             self.fixed = sum(self._bytes(None, tuple(p.shape)) for p in _stored(model, part) if id(p) not in ffn_ids)
             return
-        from lop.gguf import DTYPES as GGUF_DTYPES, gguf_overhead, gguf_shapes, gguf_nbytes, _types_of, _source
+        from lop.gguf import DTYPES as GGUF_DTYPES, gguf_overhead, gguf_shapes, gguf_nbytes, _types_of, _source, dtype_at
         check(file == "gguf", f"unknown file kind {file!r}", "count file='gguf' (the GGUF file on disk) or None (the weights)")
-        check(self.dtype in GGUF_DTYPES, f"a GGUF file is written in {', '.join(GGUF_DTYPES)}, not {dtype!r}", "pass dtype='f16' (or f32, q8_0, ...)")
+        check(mixed or self.dtype in GGUF_DTYPES, f"a GGUF file is written in {', '.join(GGUF_DTYPES)}, not {dtype!r}", "pass dtype='f16' (or f32, q8_0, ...)")
         check(part == "model", "a GGUF file holds the whole model", "count part='model'")
         types = _types_of(model, self.dtype, _source(model, None))   # "source": each tensor's type in the file the model came from
-        self._bytes = lambda name, s: gguf_nbytes(s, self.dtype, True, types.get(name))
+        self._bytes = lambda name, s: gguf_nbytes(s, dtype_at(self.dtype, name), True, types.get(name))
         self.overhead = gguf_overhead(model, tokenizer, self.dtype)
         ffn = {f"blk.{i}.{n}" for i, f in enumerate(ffns) for n, _ in _ffn_shapes(f, f.width)}
         self.fixed = self.overhead + sum(self._bytes(n, s) for n, s in gguf_shapes(model).items() if n not in ffn)
