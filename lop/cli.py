@@ -173,10 +173,47 @@ def _storage(m, a) -> tuple[str, str|None, int]:
     check(a.gguf_dtype is None, f"--gguf-dtype is for --format gguf; the {a.format} format is written in --dtype", "drop --gguf-dtype, or pass --format gguf")
     return dtype_name(a.dtype or next(m.parameters()).dtype), None, a.multiple_of or 1
 
+def _sensitivity(m, proc, a, scores):
+    """The table of `lop.mixed` for `m`: `--sensitivity FILE` when it exists, else the one lop ships for the model, else measured on
+    the validation split of `--corpus` and saved (to `--sensitivity`, or beside `--out`) so that the next budget costs milliseconds."""
+    from lop.mixed import Sensitivity, sensitivity
+    from lop.ondemand import shipped_assets
+    path = Path(a.sensitivity) if a.sensitivity else Path(a.out).parent/f"{Path(a.out).name}.sensitivity.json"
+    shipped = shipped_assets(m)
+    for p in ([path] if a.sensitivity else [path, *([shipped/"sensitivity.json"] if shipped else [])]):
+        if p.is_file():
+            s = Sensitivity.load(p); s.check_model(m); print(f"sensitivity table: {p}"); return s
+    print(f"measuring the sensitivity table on {a.corpus}'s validation split (once; saved to {path})")
+    s = sensitivity(m, scores, _text(proc, a, validation=4, seq_len=128).validation, multiple_of=a.multiple_of or 32, tokenizer=proc)
+    s.save(path); return s
+
+def _prune_auto(m, proc, a):
+    "`lop prune --format gguf --gguf-dtype auto --size S`: each layer's FFN width and precision chosen together (lop.mixed) for a file of at most S bytes."
+    from lop.mixed import choose, prune_mixed
+    from lop.importance import load_importance, check_importance
+    from lop.gguf import gguf_config
+    from lop.ondemand import shipped_assets
+    check(a.format == "gguf" and a.size is not None, "--gguf-dtype auto chooses each layer's width and precision for a GGUF file of a --size",
+          "pass --format gguf --size 80MB (or pick one --gguf-dtype)")
+    check(a.dtype is None and a.predictor is None, "--gguf-dtype auto chooses the widths and the types itself", "drop --dtype and --predictor")
+    gguf_config(m)
+    shipped = shipped_assets(m)
+    check(a.scores or shipped, "no importance scores for this model", "pass --scores (lop importance writes them)")
+    scores = load_importance(a.scores or shipped/"importance_l2.safetensors"); check_importance(scores, m)
+    sens = _sensitivity(m, proc, a, scores)
+    p = choose(sens, a.size)
+    print(f"chosen in {p.seconds * 1e3:.1f} ms: {sum(r > 0 for r in p.ratios)} layers pruned (mean ratio {sum(p.ratios) / len(p.ratios):.3f}), layers in "
+          + ", ".join(f"{d} ×{p.dtypes.count(d)}" for d in sorted(set(p.dtypes), key=p.dtypes.index)) + f", embedding {p.embedding}; {p.bytes:,} bytes")
+    _, dtype = prune_mixed(m, p, scores, sens.meta.get("multiple_of", 32))
+    ck = _recover(m, proc, a.model, a, a.recover) if a.recover else None
+    _save_verified(m, proc, a, "gguf", dtype, ck)
+    print(f"model.gguf: {(Path(a.out)/'model.gguf').stat().st_size:,} bytes on disk")
+
 def cmd_prune(a):
     from lop.ondemand import prune_to
     from lop.targets import describe_goal, TORCH_DTYPES
     m, proc = _load(a.model, a.device)
+    if a.gguf_dtype == "auto": return _prune_auto(m, proc, a)
     dtype, file, multiple_of = _storage(m, a)
     _, info = prune_to(m, a.target, a.predictor, a.scores, multiple_of, params=a.params, size=a.size, latency=a.latency,
                        dtype=dtype if a.size else None, file=file if a.size else None, tokenizer=proc,
@@ -321,8 +358,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="every layer keeps a multiple of this many neurons (default 1; 32 for a GGUF file of blocks: q8_0 ... q4_0, source)")
     s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "
                    "plain transformers loads with trust_remote_code=True, without lop; gguf: lop's own plus model.gguf for llama.cpp (Llama family)")
-    s.add_argument("--gguf-dtype", choices=list(GGUF_DTYPES), help="with --format gguf: the GGUF file's weights (default f16): f32, f16, "
-                   "llama.cpp's 32-value blocks q8_0 ... q4_0, or source (each tensor on the grid of the GGUF file the model came from)")
+    s.add_argument("--gguf-dtype", choices=[*GGUF_DTYPES, "auto"], help="with --format gguf: the GGUF file's weights (default f16): f32, f16, "
+                   "llama.cpp's 32-value blocks q8_0 ... q4_0 and iq4_nl, source (each tensor on the grid of the GGUF file the model came from), "
+                   "or auto with --size: each layer's width and type chosen together for the size (lop.mixed)")
+    s.add_argument("--sensitivity", metavar="FILE", help="with --gguf-dtype auto: the cost table of lop.mixed (read if it exists, else measured and saved there)")
     return p
 
 def main(argv=None) -> int:

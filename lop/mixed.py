@@ -122,9 +122,12 @@ class MixedPlan:
     ratios:list; dtypes:list; kept:list; embedding:str; bytes:int; kl:float; budget:int; seconds:float
     def to_dict(self) -> dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-def choose(sens:Sensitivity, budget:int, unit:int=4096) -> MixedPlan:
-    "The choice per layer and for the embedding with the least summed KL whose GGUF file is at most `budget` bytes (exact knapsack over bytes rounded up to `unit`)."
+def choose(sens:Sensitivity, budget, unit:int=4096) -> MixedPlan:
+    "The choice per layer and for the embedding with the least summed KL whose GGUF file is at most `budget` bytes (or '80MB'; exact knapsack over bytes rounded up to `unit`)."
     t0 = time.perf_counter()
+    if isinstance(budget, str):
+        from lop.targets import parse_size
+        budget = parse_size(budget)
     check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of bytes, got {budget!r}", "pass e.g. lop.targets.parse_size('80MB')")
     best = None
     for e in sens.embedding:
@@ -144,9 +147,9 @@ def choose(sens:Sensitivity, budget:int, unit:int=4096) -> MixedPlan:
             for opts, pick in zip(sens.layers[::-1], picks[::-1]):
                 o = opts[int(pick[b])]; choice.append(o); b -= -(-o["bytes"] // unit)
             best = (total, e, choice[::-1])
-    small = sens.fixed + min(e["bytes"] for e in sens.embedding) + sum(min(o["bytes"] for o in opts) for opts in sens.layers)
-    check(best is not None, f"no file of these choices fits in {budget:,} bytes: the smallest is {small:,} bytes",
-          f"ask for {small / 1e6:.1f} MB or more, or measure the table with higher ratios or smaller dtypes")
+    small = sens.fixed + min(e["bytes"] for e in sens.embedding) + sum(min(-(-o["bytes"] // unit) * unit for o in opts) for opts in sens.layers)
+    check(best is not None, f"no file of these choices fits in {budget:,} bytes: the smallest is {small:,} bytes (each layer's bytes rounded up to {unit:,})",
+          f"ask for {math.ceil(small / 1e5) / 10:.1f} MB or more, or measure the table with higher ratios or smaller dtypes")
     total, e, choice = best
     return MixedPlan([o["ratio"] for o in choice], [o["dtype"] for o in choice], [o["kept"] for o in choice], e["dtype"],
                      int(sens.fixed + e["bytes"] + sum(o["bytes"] for o in choice)), total, int(budget), time.perf_counter() - t0)
