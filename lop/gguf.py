@@ -54,12 +54,13 @@ def _head_dim(c) -> int: return getattr(c, "head_dim", None) or c.hidden_size //
 def _gguf_sources(model:nn.Module) -> dict[str, tuple[torch.Tensor, int]]:
     "llama.cpp's name → (the model's tensor, the heads its rows are permuted over for llama.cpp's rope, or 0) for every weight written."
     c = gguf_config(model)
-    nh, nkv = c.num_attention_heads, c.num_key_value_heads or c.num_attention_heads
+    hd = _head_dim(c)
     emb = model.get_input_embeddings().weight
     out = {"token_embd.weight": (emb, 0), "output_norm.weight": (model.model.norm.weight, 0)}
     if model.lm_head.weight.data_ptr() != emb.data_ptr(): out["output.weight"] = (model.lm_head.weight, 0)   # tied: llama.cpp reuses token_embd
     for i, layer in enumerate(model.model.layers):
         a, m, b = layer.self_attn, layer.mlp, f"blk.{i}."
+        nh, nkv = a.q_proj.out_features // hd, a.k_proj.out_features // hd     # the layer's own heads (lop.heads prunes them per layer)
         out[b + "attn_norm.weight"], out[b + "ffn_norm.weight"] = (layer.input_layernorm.weight, 0), (layer.post_attention_layernorm.weight, 0)
         for lin, name, heads in ((a.q_proj, "attn_q", nh), (a.k_proj, "attn_k", nkv), (a.v_proj, "attn_v", 0), (a.o_proj, "attn_output", 0),
                                  (m.gate_proj, "ffn_gate", 0), (m.up_proj, "ffn_up", 0), (m.down_proj, "ffn_down", 0)):
@@ -267,7 +268,12 @@ def _writer(model:nn.Module, path:Path, tokenizer, dtype, source:Path|None):
     w.add_name(getattr(model, "lop_description", None) or type(model).__name__); w.add_file_type(ft)
     w.add_context_length(c.max_position_embeddings); w.add_embedding_length(c.hidden_size); w.add_block_count(len(ffns))
     w.add_array("deci.feed_forward_length", [f.width for f in ffns])      # one width per layer: what `deci` builds and `llama` does not
-    w.add_head_count(c.num_attention_heads); w.add_head_count_kv(c.num_key_value_heads or c.num_attention_heads)
+    layers = model.model.layers                     # deci reads per-layer head counts as arrays: a model whose heads lop.heads pruned
+    nh, nkv = [l.self_attn.q_proj.out_features // hd for l in layers], [l.self_attn.k_proj.out_features // hd for l in layers]
+    check(nh[0] > 0 and all(n > 0 and k > 0 and n % k == 0 for n, k in zip(nh, nkv)), f"per-layer heads {nh} and key-value groups {nkv}: "
+          "llama.cpp needs at least one head in layer 0 (it takes the head size from it) and n_head % n_head_kv == 0 in every layer",
+          "prune heads with lop.heads.make_head_plan (it keeps whole groups, the same number of query heads in each)")
+    w.add_head_count(nh[0] if len(set(nh)) == 1 else nh); w.add_head_count_kv(nkv[0] if len(set(nkv)) == 1 else nkv)
     w.add_key_length(hd); w.add_value_length(hd); w.add_rope_dimension_count(hd)
     w.add_rope_freq_base(_rope_theta(c))
     w.add_layer_norm_rms_eps(c.rms_norm_eps); w.add_vocab_size(n_vocab)

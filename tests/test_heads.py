@@ -40,3 +40,18 @@ def test_out_of_range_plans_are_refused():
     m = toy_model("llama"); hs = head_importance(m, [toy_batch(m, (12, 9), seed=0)], progress=False)
     with pytest.raises(LOPError, match="at least one head"): make_head_plan(hs, [2, 2, 2], [(1, 0), (2, 2), (2, 2)])
     with pytest.raises(LOPError, match="do not split into 3 groups"): make_head_plan(hs, [3, 2, 2], [(1, 1)] * 3)
+
+@pytest.mark.parametrize("dtype", ["f32", "q8_0"])
+def test_a_gguf_with_per_layer_heads_runs_in_llama_cpp(tmp_path, dtype):
+    "deci reads per-layer head counts as arrays: the file's logits match the torch model's, its size is the one counted."
+    import os
+    from gguf import GGUFReader
+    import lop.gguf as G
+    from test_gguf import tiny_llama, byte_bpe
+    m, tok = tiny_llama(), byte_bpe()                    # 4 query heads in 2 groups, FFN widths 64, 115, 32
+    atts = find_attentions(m)
+    slice_heads(m, make_head_plan(head_importance(m, [toy_batch(m, (12, 9), seed=0)], progress=False), [a.n_kv for a in atts], [(2, 1), (1, 2), (1, 1)]))
+    rep = G.write_gguf(m, tmp_path/"h.gguf", tok, dtype=dtype)
+    assert rep["ok"] and os.path.getsize(tmp_path/"h.gguf") == G.gguf_file_bytes(m, tok, dtype), rep
+    f = GGUFReader(tmp_path/"h.gguf").fields
+    assert list(f["deci.attention.head_count"].contents()) == [2, 2, 1] and list(f["deci.attention.head_count_kv"].contents()) == [2, 1, 1]
