@@ -13,7 +13,8 @@ from .models import language_backbone, input_device
 from .prune import _take
 
 # %% auto 0
-__all__ = ['Attention', 'find_attentions', 'head_importance', 'HeadPlan', 'make_head_plan', 'masked_heads', 'slice_heads']
+__all__ = ['Attention', 'find_attentions', 'head_importance', 'HeadPlan', 'make_head_plan', 'masked_heads', 'slice_heads',
+           'shape_heads']
 
 # %% ../nbs/33_heads.ipynb 5
 @dataclass
@@ -155,4 +156,19 @@ def slice_heads(model:nn.Module, plan:HeadPlan) -> nn.Module:
         for name in ("num_key_value_heads", "num_kv_heads"):
             if isinstance(getattr(a.attn, name, None), int): setattr(a.attn, name, len(gk))
     model.config.lop_heads = dict(dense=dense, heads=[a.n_heads for a in atts], kv_heads=[a.n_kv for a in atts])
+    return model
+
+# %% ../nbs/33_heads.ipynb 18
+def shape_heads(model:nn.Module, heads, kv_heads) -> nn.Module:
+    "Give every layer of `model` (on the meta device, before its weights are loaded) `heads[i]` query heads in `kv_heads[i]` groups."
+    atts = find_attentions(model)
+    check(len(heads) == len(kv_heads) == len(atts) and all(k > 0 and h > 0 and h % k == 0 for h, k in zip(heads, kv_heads)),
+          f"per-layer heads {list(heads)[:4]}... and groups {list(kv_heads)[:4]}... for {len(atts)} layers", "the checkpoint is inconsistent: save the model again")
+    for a, h, k in zip(atts, heads, kv_heads):
+        if (h, k) == (a.n_heads, a.n_kv): continue
+        hd, at = a.head_dim, a.attn
+        lin = lambda i, o, old: nn.Linear(i, o, bias=old.bias is not None, device="meta")
+        at.q_proj, at.k_proj = lin(a.q.in_features, h * hd, a.q), lin(a.k.in_features, k * hd, a.k)
+        at.v_proj, at.o_proj = lin(a.v.in_features, k * hd, a.v), lin(h * hd, a.o.out_features, a.o)
+        at.num_key_value_groups = h // k
     return model

@@ -252,6 +252,10 @@ def load_pruned(path, device="cpu", dtype=None) -> nn.Module:
     check(cls is not None, f"unknown model class {man['model_class']!r} in {path}/lop.json", "upgrade transformers")
     config = transformers.AutoConfig.from_pretrained(path)
     with init_empty_weights(include_buffers=False): model = cls._from_config(config)
+    heads = getattr(config, "lop_heads", None)
+    if heads:                                            # attention heads pruned per layer (lop.heads): the projections at their counts
+        from lop.heads import shape_heads
+        shape_heads(model, heads["heads"], heads["kv_heads"])
     ffns = find_ffns(model)
     check(len(ffns) == len(man["ffn_widths"]), f"the manifest lists {len(man['ffn_widths'])} FFN widths, the config builds {len(ffns)} layers",
           "the checkpoint is inconsistent: save the model again")
