@@ -15,7 +15,7 @@ from .toy import *
 from .text import CORPORA, SPLIT_SEED
 
 # %% auto 0
-__all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_prune',
+__all__ = ['ratio_arg', 'demo', 'cmd_importance', 'cmd_eval', 'cmd_search', 'cmd_dataset', 'cmd_train', 'cmd_fit', 'cmd_prune',
            'cmd_recover', 'cmd_reproduce', 'main']
 
 # %% ../nbs/09_cli.ipynb 5
@@ -198,8 +198,9 @@ def _prune_auto(m, proc, a):
     check(a.dtype is None and a.predictor is None, "--gguf-dtype auto chooses the widths and the types itself", "drop --dtype and --predictor")
     gguf_config(m)
     shipped = shipped_assets(m)
-    check(a.scores or shipped, "no importance scores for this model", "pass --scores (lop importance writes them)")
-    scores = load_importance(a.scores or shipped/"importance_l2.safetensors"); check_importance(scores, m)
+    check(a.scores is not None or shipped, "no importance scores for this model", "pass --scores (lop importance writes them) or --fit")
+    scores = a.scores if isinstance(a.scores, Importance) else load_importance(a.scores or shipped/"importance_l2.safetensors")
+    check_importance(scores, m)
     sens = _sensitivity(m, proc, a, scores)
     p = choose(sens, a.size)
     print(f"chosen in {p.seconds * 1e3:.1f} ms: {sum(r > 0 for r in p.ratios)} layers pruned (mean ratio {sum(p.ratios) / len(p.ratios):.3f}), layers in "
@@ -209,10 +210,23 @@ def _prune_auto(m, proc, a):
     _save_verified(m, proc, a, "gguf", dtype, ck)
     print(f"model.gguf: {(Path(a.out)/'model.gguf').stat().st_size:,} bytes on disk")
 
+def cmd_fit(a):
+    from lop.fit import fit
+    check(a.model != "testbed", "lop fit fits a text model on its text", "pass --model smollm2-135m (or a .gguf file, a local transformers folder) and --data")
+    rec = fit(a.model, a.corpus, a.out, a.budget, a.search, a.workers, a.seed, a.device or "cpu")
+    err = rec.get("heldout_error", {}).get("mae")
+    print(f"fit → {a.out}: " + ", ".join(f"{k} {v['seconds']} s" for k, v in rec["stages"].items())
+          + (f"; the predictor's mean |ratio error| against the teacher at held-out targets: {sum(err) / len(err):.4f}" if err else ""))
+
 def cmd_prune(a):
     from lop.ondemand import prune_to
     from lop.targets import describe_goal, TORCH_DTYPES
     m, proc = _load(a.model, a.device)
+    if a.fit:
+        from lop.fit import load_fit
+        check(a.predictor is None and a.scores is None, "--fit holds the predictor and the scores", "drop --predictor and --scores, or --fit")
+        predictor, a.scores = load_fit(a.fit, m)
+        a.predictor = None if a.gguf_dtype == "auto" else predictor   # auto chooses the widths itself: the fit's scores only
     if a.gguf_dtype == "auto": return _prune_auto(m, proc, a)
     dtype, file, multiple_of = _storage(m, a)
     _, info = prune_to(m, a.target, a.predictor, a.scores, multiple_of, params=a.params, size=a.size, latency=a.latency,
@@ -320,6 +334,11 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--step", type=float, default=0.025)
             s.add_argument("--workers", type=int, default=1, help="Ray workers, each with its own copy of the model (1: this process, no Ray)")
             s.add_argument("--address", default=None, help="with --workers: a Ray cluster to join (auto, or ray://host:port); default: a local Ray")
+    s = add("fit", cmd_fit, "importance, search dataset and predictor on your model and data, in one resumable command")
+    s.add_argument("--out", required=True, help="the fit's folder (fit.json, scores, datasets, predictor); run again to resume")
+    s.add_argument("--budget", default="quick", choices=["smoke", "quick", "default", "full"], help="what each stage spends (lop.fit.FIT_BUDGETS)")
+    s.add_argument("--search", default="evo", choices=["evo", "mcts"], help="the teacher search (default: the evolutionary search)")
+    s.add_argument("--workers", type=int, default=1, help="Ray workers for the searches (1: this process)")
     s = add("train", cmd_train, "train a predictor on a search dataset", model=False)
     s.add_argument("--dataset", required=True); s.add_argument("--out", required=True)
     s.add_argument("--kind", default="ar_transformer"); s.add_argument("--epochs", type=int, default=64)
@@ -357,6 +376,7 @@ def _parser() -> argparse.ArgumentParser:
                    "counted) in (default: the model's)")
     s.add_argument("--threads", type=int, help="with --latency: torch threads to measure (and run) with")
     s.add_argument("--out", required=True)
+    s.add_argument("--fit", metavar="FOLDER", help="a folder lop fit wrote: its predictor and scores (instead of --predictor, --scores)")
     s.add_argument("--predictor"); s.add_argument("--scores"); s.add_argument("--multiple-of", type=int, default=None,
                    help="every layer keeps a multiple of this many neurons (default 1; 32 for a GGUF file of blocks: q8_0 ... q4_0, source)")
     s.add_argument("--format", default="lop", choices=["lop", "hf", "gguf"], help="lop: lop's own checkpoint (load_pruned); hf: a folder "

@@ -96,14 +96,18 @@ def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
 
 def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Importance|str|None=None, multiple_of:int=1, *,
              params=None, size=None, latency=None, dtype=None, measure:bool=True, curve:LatencyCurve|None=None, latency_kw:dict|None=None,
-             file:str|None=None, tokenizer=None):
+             file:str|None=None, tokenizer=None, fit=None):
     """Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype` (with `file='gguf'`: the GGUF file on
     disk, its tokenizer from `tokenizer` or the model's source file), or decode `latency`) with the predictor's allocation; returns
-    (model, info). A target of 0 leaves the model dense."""
+    (model, info). A target of 0 leaves the model dense. `fit`: a folder `lop fit` wrote, instead of `predictor` and `scores`."""
     kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")
     t0 = time.perf_counter()
+    if fit is not None:
+        from lop.fit import load_fit
+        check(predictor is None and scores is None, "fit= holds the predictor and the scores", "pass fit=, or predictor= and scores=")
+        predictor, scores = load_fit(fit, model)
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
     if kind == "ratio": ratios, goal = np.zeros(len(scores)) if target == 0 else _predicted(predictor, target), None   # 0: nothing pruned
