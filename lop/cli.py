@@ -223,7 +223,7 @@ def cmd_prune(a):
     from lop.targets import describe_goal, TORCH_DTYPES
     m, proc = _load(a.model, a.device)
     if a.fit:
-        from lop.fit import load_fit
+        from lop.ondemand import load_fit
         check(a.predictor is None and a.scores is None, "--fit holds the predictor and the scores", "drop --predictor and --scores, or --fit")
         predictor, a.scores = load_fit(a.fit, m)
         a.predictor = None if a.gguf_dtype == "auto" else predictor   # auto chooses the widths itself: the fit's scores only

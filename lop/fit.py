@@ -17,7 +17,7 @@ from .dataset import generate_dataset, target_grid, read_dataset
 from .predictors import train_predictor, save_predictor, load_predictor, predict
 
 # %% auto 0
-__all__ = ['FIT_BUDGETS', 'FitBudget', 'fit_budget', 'fit_reward', 'fit', 'load_fit']
+__all__ = ['FIT_BUDGETS', 'FitBudget', 'fit_budget', 'fit_reward', 'fit']
 
 # %% ../nbs/34_fit.ipynb 5
 @dataclass(frozen=True)
@@ -115,15 +115,3 @@ def fit(model:str, data:str, out, budget:str="quick", search:str="evo", workers:
     rec["provenance"] = provenance(model=str(model)); save()
     return rec
 
-def load_fit(folder, model:nn.Module) -> tuple:
-    "(predictor, scores) of the fit in `folder`, checked against `model`: an LOPError for a fit made for another model or unfinished."
-    folder = Path(folder)
-    check((folder/"fit.json").is_file(), f"{folder} is not a fit (no fit.json)", "make one with lop fit --model M --data D --out FOLDER")
-    rec = json.loads((folder/"fit.json").read_text())
-    fp, widths = model_fingerprint(model), [f.width for f in find_ffns(model)]
-    check(rec.get("fingerprint") == fp and rec.get("widths") == widths,
-          f"{folder} was fitted for another model ({rec.get('model')}: {rec.get('n_layers')} layers, fingerprint {rec.get('fingerprint')}); "
-          f"this one has {len(widths)} layers, fingerprint {fp}", "fit this model (lop fit), or pass the model the fit was made for")
-    check((folder/"predictor.safetensors").is_file() and "predictor" in rec.get("stages", {}), f"the fit in {folder} is unfinished (no predictor yet)",
-          "run the same lop fit command again: it resumes where it stopped")
-    return load_predictor(folder/"predictor.safetensors", len(widths)), load_importance(folder/"importance_l2.safetensors", model=model)

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import torch, torch.nn as nn
 from tqdm.auto import tqdm
 from .core import *
-from .models import language_backbone, input_device
-from .prune import _take
+from .models import language_backbone, input_device, take
 
 # %% auto 0
 __all__ = ['Attention', 'find_attentions', 'head_importance', 'HeadPlan', 'make_head_plan', 'masked_heads', 'slice_heads',
@@ -149,7 +148,7 @@ def slice_heads(model:nn.Module, plan:HeadPlan) -> nn.Module:
         if len(hk) == a.n_heads: continue
         hd, dev = a.head_dim, a.q.weight.device
         rows, kv = _rows(hk, hd).to(dev), _rows(gk, hd).to(dev)
-        _take(a.q, rows, 0); _take(a.k, kv, 0); _take(a.v, kv, 0); _take(a.o, rows, 1)
+        take(a.q, rows, 0); take(a.k, kv, 0); take(a.v, kv, 0); take(a.o, rows, 1)
         a.attn.num_key_value_groups = len(hk) // len(gk)
         for name in ("num_heads", "num_attention_heads"):
             if isinstance(getattr(a.attn, name, None), int): setattr(a.attn, name, len(hk))

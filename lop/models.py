@@ -9,8 +9,8 @@ import torch, torch.nn as nn
 from .core import *
 
 # %% auto 0
-__all__ = ['LINEAGE', 'language_backbone', 'FFN', 'find_ffns', 'input_device', 'model_fingerprint', 'lineage', 'set_lineage',
-           'model_stats']
+__all__ = ['LINEAGE', 'language_backbone', 'FFN', 'find_ffns', 'take', 'input_device', 'model_fingerprint', 'lineage',
+           'set_lineage', 'model_stats']
 
 # %% ../nbs/02_models.ipynb 5
 def language_backbone(model:nn.Module) -> tuple[str, nn.Module, nn.ModuleList]:
@@ -79,12 +79,22 @@ def find_ffns(model:nn.Module) -> list[FFN]:
         ffns.append(f)
     return ffns
 
-# %% ../nbs/02_models.ipynb 14
+# %% ../nbs/02_models.ipynb 8
+def take(lin:nn.Linear, keep:torch.Tensor, dim:int):
+    "Keep the rows (`dim=0`, with the bias) or columns (`dim=1`) `keep` of the linear layer `lin`, in place."
+    w = lin.weight
+    lin.weight = nn.Parameter(w.detach().index_select(dim, keep).contiguous(), requires_grad=w.requires_grad)
+    if dim == 0:
+        if lin.bias is not None: lin.bias = nn.Parameter(lin.bias.detach()[keep].contiguous(), requires_grad=lin.bias.requires_grad)
+        lin.out_features = len(keep)
+    else: lin.in_features = len(keep)
+
+# %% ../nbs/02_models.ipynb 15
 def input_device(model:nn.Module) -> torch.device:
     "The device of `model`'s token embedding, where its input batches belong."
     return model.get_input_embeddings().weight.device
 
-# %% ../nbs/02_models.ipynb 16
+# %% ../nbs/02_models.ipynb 17
 def _weight_sample(w:torch.Tensor, n=4096) -> torch.Tensor:
     flat = w.detach().reshape(-1)
     return flat[:: max(1, flat.numel() // n)][:n].float().cpu()
@@ -95,7 +105,7 @@ def model_fingerprint(model:nn.Module) -> str:
     return fingerprint(type(model).__name__, [f.width for f in ffns], ffns[0].hidden,
                        _weight_sample(ffns[0].down.weight), _weight_sample(ffns[-1].gate.weight))
 
-# %% ../nbs/02_models.ipynb 19
+# %% ../nbs/02_models.ipynb 20
 LINEAGE = ("source", "recovery")
 
 def lineage(model:nn.Module) -> dict:
@@ -108,7 +118,7 @@ def set_lineage(model:nn.Module, manifest:dict) -> nn.Module:
         if manifest.get(k) is not None: setattr(model, f"lop_{k}", manifest[k])
     return model
 
-# %% ../nbs/02_models.ipynb 22
+# %% ../nbs/02_models.ipynb 23
 def _attn_width(layer:nn.Module) -> int:
     q = getattr(getattr(layer, "self_attn", None), "q_proj", None)
     return q.out_features if isinstance(q, nn.Linear) else 0

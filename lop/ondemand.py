@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_ondemand.ipynb 2
 from __future__ import annotations
-import time, warnings, weakref
+import json, time, warnings, weakref
 from pathlib import Path
 import numpy as np
 import torch.nn as nn
@@ -16,7 +16,7 @@ from .predictors import predict, load_predictor
 from .targets import Goal, LatencyCurve, find_target, latency_curve, reach, describe_goal, torch_threads, _one_target
 
 # %% auto 0
-__all__ = ['testbed_assets', 'shipped_assets', 'prune_to']
+__all__ = ['testbed_assets', 'shipped_assets', 'load_fit', 'prune_to']
 
 # %% ../nbs/18_ondemand.ipynb 5
 _LOADED = {}
@@ -66,6 +66,20 @@ def _resolve(model, predictor, scores):
     return predictor, scores
 
 # %% ../nbs/18_ondemand.ipynb 6
+def load_fit(folder, model:nn.Module) -> tuple:
+    "(predictor, scores) of the fit in `folder`, checked against `model`: an LOPError for a fit made for another model or unfinished."
+    folder = Path(folder)
+    check((folder/"fit.json").is_file(), f"{folder} is not a fit (no fit.json)", "make one with lop fit --model M --data D --out FOLDER")
+    rec = json.loads((folder/"fit.json").read_text())
+    fp, widths = model_fingerprint(model), [f.width for f in find_ffns(model)]
+    check(rec.get("fingerprint") == fp and rec.get("widths") == widths,
+          f"{folder} was fitted for another model ({rec.get('model')}: {rec.get('n_layers')} layers, fingerprint {rec.get('fingerprint')}); "
+          f"this one has {len(widths)} layers, fingerprint {fp}", "fit this model (lop fit), or pass the model the fit was made for")
+    check((folder/"predictor.safetensors").is_file() and "predictor" in rec.get("stages", {}), f"the fit in {folder} is unfinished (no predictor yet)",
+          "run the same lop fit command again: it resumes where it stopped")
+    return load_predictor(folder/"predictor.safetensors", len(widths)), load_importance(folder/"importance_l2.safetensors", model=model)
+
+# %% ../nbs/18_ondemand.ipynb 7
 _CURVES, _PREDICTED = {}, {}
 
 def _predicted(predictor, target:float) -> np.ndarray:
@@ -105,7 +119,6 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
           "drop dtype, or ask for size= in that dtype")
     t0 = time.perf_counter()
     if fit is not None:
-        from lop.fit import load_fit
         check(predictor is None and scores is None, "fit= holds the predictor and the scores", "pass fit=, or predictor= and scores=")
         predictor, scores = load_fit(fit, model)
     predictor, scores = _resolve(model, predictor, scores)

@@ -139,14 +139,6 @@ def masked(model:nn.Module, plan:Plan, compensate:Importance|None=None):
         model._lop_masked = False
 
 # %% ../nbs/04_prune.ipynb 13
-def _take(lin:nn.Linear, keep:torch.Tensor, dim:int):
-    w = lin.weight
-    lin.weight = nn.Parameter(w.detach().index_select(dim, keep).contiguous(), requires_grad=w.requires_grad)
-    if dim == 0:
-        if lin.bias is not None: lin.bias = nn.Parameter(lin.bias.detach()[keep].contiguous(), requires_grad=lin.bias.requires_grad)
-        lin.out_features = len(keep)
-    else: lin.in_features = len(keep)
-
 @torch.no_grad()
 def slice_ffn(model:nn.Module, plan:Plan, compensate:Importance|None=None) -> nn.Module:
     "Remove the neurons `plan` prunes from `model`, in place (optionally with FLAP bias compensation)."
@@ -156,7 +148,7 @@ def slice_ffn(model:nn.Module, plan:Plan, compensate:Importance|None=None) -> nn
     for f, keep, b in zip(ffns, plan.keep, biases):
         if len(keep) == f.width: continue
         keep = keep.to(f.down.weight.device)
-        _take(f.gate, keep, 0); _take(f.up, keep, 0); _take(f.down, keep, 1)
+        take(f.gate, keep, 0); take(f.up, keep, 0); take(f.down, keep, 1)
         if b is not None: f.down.bias = nn.Parameter(b if f.down.bias is None else f.down.bias + b, requires_grad=False)
         if hasattr(f.mlp, "intermediate_size"): f.mlp.intermediate_size = len(keep)
     model.config.lop_pruning = dict(dense_widths=dense, ffn_widths=[f.width for f in ffns],
