@@ -176,15 +176,25 @@ def _storage(m, a) -> tuple[str, str|None, int]:
 def _sensitivity(m, proc, a, scores):
     """The table of `lop.mixed` for `m`: `--sensitivity FILE` when it exists, else the one lop ships for the model, else measured on
     the validation split of `--corpus` and saved (to `--sensitivity`, or beside `--out`) so that the next budget costs milliseconds."""
-    from lop.mixed import Sensitivity, sensitivity
+    from lop.mixed import Sensitivity, sensitivity, scores_fingerprint
     from lop.ondemand import shipped_assets
     path = Path(a.sensitivity) if a.sensitivity else Path(a.out).parent/f"{Path(a.out).name}.sensitivity.json"
-    shipped = shipped_assets(m)
-    for p in ([path] if a.sensitivity else [path, *([shipped/"sensitivity.json"] if shipped else [])]):
-        if p.is_file():
-            s = Sensitivity.load(p); s.check_model(m); print(f"sensitivity table: {p}"); return s
+    windows = _text(proc, a, validation=4, seq_len=128).validation
+    want = dict(scores=scores_fingerprint(scores), data=fingerprint(windows))
+    shipped = shipped_assets(m)                      # the shipped table: the shipped scores, on pydoc's validation split
+    ours = shipped is not None and a.scores is None and a.corpus == "pydoc"
+    for p in ([path] if a.sensitivity else [path, *([shipped/"sensitivity.json"] if ours else [])]):
+        if not p.is_file(): continue
+        s = Sensitivity.load(p); s.check_model(m)
+        stale = [k for k, v in want.items() if k in s.meta and s.meta[k] != v]
+        if stale:
+            check(not a.sensitivity, f"{p} was measured with other {' and '.join(stale)} than this command's", "delete it, or pass another --sensitivity FILE")
+            continue
+        check(a.multiple_of in (None, s.meta.get("multiple_of")), f"{p} was measured with widths in multiples of {s.meta.get('multiple_of')}, "
+              f"not --multiple-of {a.multiple_of}", "drop --multiple-of, or measure another table (--sensitivity NEW_FILE)")
+        print(f"sensitivity table: {p}"); return s
     print(f"measuring the sensitivity table on {a.corpus}'s validation split (once; saved to {path})")
-    s = sensitivity(m, scores, _text(proc, a, validation=4, seq_len=128).validation, multiple_of=a.multiple_of or 32, tokenizer=proc)
+    s = sensitivity(m, scores, windows, multiple_of=a.multiple_of or 32, tokenizer=proc)
     s.save(path); return s
 
 def _prune_auto(m, proc, a):
@@ -221,6 +231,7 @@ def cmd_fit(a):
 def cmd_prune(a):
     from lop.ondemand import prune_to
     from lop.targets import describe_goal, TORCH_DTYPES
+    check(a.sensitivity is None or a.gguf_dtype == "auto", "--sensitivity is the cost table of --gguf-dtype auto", "add --gguf-dtype auto, or drop --sensitivity")
     m, proc = _load(a.model, a.device)
     if a.fit:
         from lop.ondemand import load_fit

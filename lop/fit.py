@@ -24,12 +24,16 @@ __all__ = ['FIT_BUDGETS', 'FitBudget', 'fit_budget', 'fit_reward', 'fit']
 class FitBudget:
     "What `fit` spends at each stage."
     seq_len:int; calibration:int; validation:int; grid:tuple; evaluations:int; heldout:tuple; epochs:int
+    def __post_init__(self):
+        both = sorted(set(target_grid(*self.grid)) & {round(float(t), 6) for t in self.heldout})
+        check(not both, f"the held-out targets {both} are on the grid: the predictor's error there would be measured on its training data",
+              "put the held-out targets between the grid's points")
 
 FIT_BUDGETS = dict(
     smoke=FitBudget(64, 4, 1, (0.2, 0.4, 0.2), 3, (0.3,), 6),
     quick=FitBudget(128, 16, 2, (0.1, 0.5, 0.1), 24, (0.15, 0.35), 150),
     default=FitBudget(256, 64, 4, (0.05, 0.6, 0.05), 80, (0.125, 0.275, 0.425), 300),
-    full=FitBudget(256, 64, 4, (0.05, 0.6, 0.025), 200, (0.125, 0.275, 0.425), 300))
+    full=FitBudget(256, 64, 4, (0.05, 0.6, 0.025), 200, (0.1375, 0.2875, 0.4375), 300))
 
 def fit_budget(name:str) -> FitBudget:
     check(name in FIT_BUDGETS, f"unknown fit budget {name!r}", f"use one of {tuple(FIT_BUDGETS)}")
@@ -78,7 +82,11 @@ def fit(model:str, data:str, out, budget:str="quick", search:str="evo", workers:
     rec = dict(rec or dict(model=str(model), fingerprint=fp, widths=widths, n_layers=len(widths), data=str(data), budget_name=budget,
                            budget=asdict(b), search=search, seed=seed, stages={}))
     save = lambda: write_json_atomic(path, rec)
-    td = _data(tok, data, b); rec["data_record"] = td.meta; save()
+    td = _data(tok, data, b)
+    old = rec.get("data_record", {}).get("files")
+    check(old is None or old == td.meta["files"], f"the data at {data} changed since this fit began (its files or their checksums)",
+          "restore the data, or fit again in another --out")
+    rec["data_record"] = td.meta; save()
     t0, imp_path = time.perf_counter(), out/"importance_l2.safetensors"
     if not _done(imp_path, rec, "importance", b.calibration):
         log(f"importance: {b.calibration} windows of {b.seq_len} tokens")
@@ -105,7 +113,7 @@ def fit(model:str, data:str, out, budget:str="quick", search:str="evo", workers:
         net, hist = train_predictor("ar_transformer", read_dataset(out/"dataset.jsonl"), epochs=b.epochs, seed=seed, progress=progress,
                                     checkpoint=out/"predictor.ckpt")
         save_predictor(net, pred_path); (out/"predictor.ckpt").unlink(missing_ok=True)
-        _stage(rec, "predictor", t0, key=b.epochs, file=pred_path.name)
+        _stage(rec, "predictor", t0, key=b.epochs, file=pred_path.name); save()
     net = load_predictor(pred_path, len(widths))
     held_recs = read_dataset(out/"heldout.jsonl")
     if held_recs:

@@ -201,7 +201,8 @@ def _types_of(model, dtype, source:Path|None) -> dict:
     if not _uses_source(dtype): return {}
     check(source is not None, "dtype='source' keeps every tensor in the type of the GGUF file the model came from, and the model came from none",
           "load the model from a .gguf file (or pass source=), or pick a dtype such as q8_0")
-    types, names = source_types(source), gguf_shapes(model)
+    types, shapes = source_types(source), gguf_shapes(model)
+    names = {n: s for n, s in shapes.items() if dtype_at(dtype, n) == "source"}       # the tensors that keep their source's type
     missing = [n for n in names if len(names[n]) > 1 and n not in types]
     check(not missing, f"{source} has no tensor {missing[:1]} to take the type of", "pass source= the .gguf file the model came from")
     from gguf import GGMLQuantizationType as T
@@ -224,7 +225,8 @@ def quantize(a:np.ndarray, typ) -> np.ndarray:
     (`ggml_quantize_chunk` of the ggml that llama-cpp-python ships; for Q4_0 … Q8_0 the very bytes `gguf.quants.quantize` gives)."""
     from gguf import GGMLQuantizationType as T, GGML_QUANT_SIZES
     typ = T(typ)
-    check(typ.name in _WRITABLE and typ.name not in ("F32", "F16", "BF16"), f"lop does not quantise to {typ.name}", f"use one of {_WRITABLE[4:]}")
+    blocks = [t for t in _WRITABLE if t not in ("F32", "F16", "BF16")]
+    check(typ.name in blocks, f"lop does not quantise to {typ.name}", f"use one of {blocks}")
     a = np.ascontiguousarray(a, dtype=np.float32)
     block, size = GGML_QUANT_SIZES[typ]
     check(a.ndim >= 1 and a.shape[-1] % block == 0, f"rows of {a.shape[-1]} values do not fill blocks of {block} ({typ.name})", "store such a tensor in f16")
@@ -242,10 +244,11 @@ def quantize(a:np.ndarray, typ) -> np.ndarray:
 
 def _encode(t:torch.Tensor, dtype:str, source_type=None):
     "(array, ggml type for a quantised array or None) of one tensor stored by the rule `gguf_type`."
-    from gguf import GGMLQuantizationType as T
+    from gguf import GGMLQuantizationType as T, quants
     typ, a = gguf_type(tuple(t.shape), dtype, source_type), t.numpy()
     if typ == T.F32: return a, None
     if typ == T.F16: return a.astype(np.float16), None
+    if typ == T.BF16: return quants.quantize(a, typ), typ          # a bf16 source's tensors (gguf writes bf16 in numpy)
     return quantize(a, typ), typ
 
 def _file_dtype(dtype) -> str:
@@ -375,7 +378,8 @@ def as_stored(a:np.ndarray, typ) -> np.ndarray:
     "The float32 values a GGUF file holds for the float matrix `a` stored in the GGML type `typ` (quantised, then dequantised)."
     from gguf import GGMLQuantizationType as T, quants
     typ = T(typ); a = np.asarray(a, dtype=np.float32)
-    return a if typ == T.F32 else a.astype(np.float16).astype(np.float32) if typ == T.F16 else quants.dequantize(quantize(a, typ), typ)
+    if typ in (T.F32, T.F16): return a if typ == T.F32 else a.astype(np.float16).astype(np.float32)
+    return quants.dequantize(quants.quantize(a, typ) if typ == T.BF16 else quantize(a, typ), typ)
 
 def stored_weights(model:nn.Module, types:dict) -> dict[str, torch.Tensor]:
     """Parameter name → each weight of `model` as a GGUF file with `types` (llama.cpp's name → GGML type name, `file_types`) holds it,

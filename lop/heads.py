@@ -135,6 +135,12 @@ def masked_heads(model:nn.Module, plan:HeadPlan):
     finally:
         for h in handles: h.remove()
 
+def _set_counts(attn:nn.Module, heads:int, kv:int):
+    "The head counts an attention module keeps beside its projections: query heads per group, and the counts where the module has them."
+    attn.num_key_value_groups = heads // kv
+    for name, v in (("num_heads", heads), ("num_attention_heads", heads), ("num_key_value_heads", kv), ("num_kv_heads", kv)):
+        if isinstance(getattr(attn, name, None), int): setattr(attn, name, v)
+
 def _rows(idx:torch.Tensor, size:int) -> torch.Tensor:
     "The rows (or columns) of the heads or groups `idx`, `size` values each."
     return (idx[:, None] * size + torch.arange(size)).flatten()
@@ -149,11 +155,7 @@ def slice_heads(model:nn.Module, plan:HeadPlan) -> nn.Module:
         hd, dev = a.head_dim, a.q.weight.device
         rows, kv = _rows(hk, hd).to(dev), _rows(gk, hd).to(dev)
         take(a.q, rows, 0); take(a.k, kv, 0); take(a.v, kv, 0); take(a.o, rows, 1)
-        a.attn.num_key_value_groups = len(hk) // len(gk)
-        for name in ("num_heads", "num_attention_heads"):
-            if isinstance(getattr(a.attn, name, None), int): setattr(a.attn, name, len(hk))
-        for name in ("num_key_value_heads", "num_kv_heads"):
-            if isinstance(getattr(a.attn, name, None), int): setattr(a.attn, name, len(gk))
+        _set_counts(a.attn, len(hk), len(gk))
     model.config.lop_heads = dict(dense=dense, heads=[a.n_heads for a in atts], kv_heads=[a.n_kv for a in atts])
     return model
 
@@ -169,5 +171,5 @@ def shape_heads(model:nn.Module, heads, kv_heads) -> nn.Module:
         lin = lambda i, o, old: nn.Linear(i, o, bias=old.bias is not None, device="meta")
         at.q_proj, at.k_proj = lin(a.q.in_features, h * hd, a.q), lin(a.k.in_features, k * hd, a.k)
         at.v_proj, at.o_proj = lin(a.v.in_features, k * hd, a.v), lin(h * hd, a.o.out_features, a.o)
-        at.num_key_value_groups = h // k
+        _set_counts(at, h, k)
     return model

@@ -16,7 +16,7 @@ from .gguf import (DTYPES, gguf_shapes, gguf_nbytes, gguf_overhead, gguf_type, a
                       _check_dtype)
 
 # %% auto 0
-__all__ = ['layer_dtypes', 'Sensitivity', 'sensitivity', 'MixedPlan', 'choose', 'prune_mixed']
+__all__ = ['layer_dtypes', 'Sensitivity', 'scores_fingerprint', 'sensitivity', 'MixedPlan', 'choose', 'prune_mixed']
 
 # %% ../nbs/32_mixed.ipynb 5
 def layer_dtypes(model:nn.Module, layers, embedding:str="q8_0") -> dict[str, str]:
@@ -40,15 +40,28 @@ class Sensitivity:
     @classmethod
     def load(cls, path) -> Sensitivity:
         check(Path(path).is_file(), f"no sensitivity table at {path}", "measure one with lop.mixed.sensitivity and save it")
-        try: d = json.loads(Path(path).read_text()); return cls(d["layers"], d["embedding"], int(d["fixed"]), d.get("meta", {}))
+        try: d = json.loads(Path(path).read_text()); s = cls(d["layers"], d["embedding"], int(d["fixed"]), d.get("meta", {}))
         except (ValueError, KeyError, TypeError) as e:
             raise LOPError(f"{path} is not a sensitivity table ({type(e).__name__}: {e})", "measure it again with lop.mixed.sensitivity") from None
+        _validate(s); return s
     def check_model(self, model:nn.Module):
         "An LOPError unless this table was measured on `model` (fingerprint, widths)."
         fp, widths = model_fingerprint(model), [f.width for f in find_ffns(model)]
         check(self.meta.get("model") == fp and self.meta.get("widths") == widths,
               f"this sensitivity table was measured on another model ({self.meta.get('model')}, {len(self.meta.get('widths') or [])} layers), "
               f"not on this one ({fp}, {len(widths)} layers)", "measure it on this model with lop.mixed.sensitivity")
+
+def scores_fingerprint(scores) -> str:
+    "A fingerprint of importance `scores` (an `Importance` or a list of per-layer tensors): which neurons a table's choices keep."
+    return fingerprint(*(s for s in (scores.scores if hasattr(scores, "scores") else scores)))
+
+def _validate(sens) -> None:
+    "An LOPError unless every choice of `sens` has a finite KL ≥ 0 and a positive byte count, with at least one choice per layer and for the embedding."
+    rows = [o for l in sens.layers for o in l] + list(sens.embedding)
+    ok = len(sens.layers) > 0 and all(len(l) > 0 for l in sens.layers) and len(sens.embedding) > 0 and all(
+        isinstance(o, dict) and {"kl", "bytes"} <= set(o) and math.isfinite(float(o["kl"])) and float(o["kl"]) >= 0 and int(o["bytes"]) > 0 for o in rows)
+    check(ok, "the sensitivity table is damaged: a layer or the embedding has no choice, or a choice lacks a finite KL ≥ 0 or a positive size",
+          "measure it again with lop.mixed.sensitivity")
 
 def _layer_names(model, i:int) -> list[str]:
     return [n for n, s in gguf_shapes(model).items() if n.startswith(f"blk.{i}.") and len(s) > 1]
@@ -67,6 +80,7 @@ def sensitivity(model:nn.Module, scores, windows, ratios=(0.0, 0.1, 0.2, 0.3, 0.
     each layer at each of `ratios` (its most important neurons by `scores` kept) in each of `dtypes`, and the token embedding in each of `embedding`."""
     src = _source(model, source)
     ffns, shapes, names = find_ffns(model), gguf_shapes(model), {id(p): n for n, p in model.named_parameters()}
+    check(len(dtypes) > 0 and len(embedding) > 0, f"dtypes {dtypes} and embedding {embedding} must each name at least one dtype", "pass e.g. dtypes=('iq4_nl', 'q4_1')")
     for d in (*dtypes, *embedding): _check_dtype(d)
     check(0.0 in ratios and all(0 <= r < 1 for r in ratios), f"ratios {ratios} must lie in [0, 1) and include 0", "add 0: the layer left whole")
     ids = torch.as_tensor(windows).to(input_device(model))
@@ -110,7 +124,7 @@ def sensitivity(model:nn.Module, scores, windows, ratios=(0.0, 0.1, 0.2, 0.3, 0.
     bar.close()
     vectors = sum(nbytes(n, s, "f32") for n, s in shapes.items() if len(s) < 2)
     fixed = gguf_overhead(model, tokenizer, "f16", src) + vectors
-    meta = dict(model=model_fingerprint(model), widths=[f.width for f in ffns], ratios=list(map(float, ratios)), dtypes=list(dtypes),
+    meta = dict(model=model_fingerprint(model), scores=scores_fingerprint(scores), data=fingerprint(ids), widths=[f.width for f in ffns], ratios=list(map(float, ratios)), dtypes=list(dtypes),
                 embedding=list(embedding), multiple_of=multiple_of, windows=list(ids.shape), seconds=round(time.perf_counter() - t0, 1),
                 source=None if src is None else src.name)
     return Sensitivity(rows, emb, int(fixed), meta)
@@ -129,9 +143,12 @@ def choose(sens:Sensitivity, budget, unit:int=4096) -> MixedPlan:
         from lop.targets import parse_size
         budget = parse_size(budget)
     check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of bytes, got {budget!r}", "pass e.g. lop.targets.parse_size('80MB')")
+    check(isinstance(unit, int) and unit >= 1, f"unit must be a positive number of bytes, got {unit!r}", "leave it at 4096")
+    _validate(sens)
+    most = sum(max(-(-o["bytes"] // unit) for o in opts) for opts in sens.layers)   # more room than every layer's largest choice is never used
     best = None
     for e in sens.embedding:
-        room = (int(budget) - sens.fixed - e["bytes"]) // unit
+        room = min((int(budget) - sens.fixed - e["bytes"]) // unit, most)
         if room < 0: continue
         dp, picks = np.zeros(room + 1), []            # dp[b]: the least KL of the layers so far within b units
         for opts in sens.layers:

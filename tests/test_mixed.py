@@ -18,7 +18,7 @@ def _threads():
     t = torch.get_num_threads(); torch.set_num_threads(1); yield; torch.set_num_threads(t)
 
 def test_llama_cpp_s_quantiser_gives_gguf_s_blocks_and_refuses_what_it_cannot_hold():
-    a = np.random.RandomState(0).randn(96, 128).astype(np.float32) * 0.02
+    a = np.random.RandomState(0).randn(256, 128).astype(np.float32) * 0.02   # 256 rows: shared by 2 threads
     for t in (T.Q8_0, T.Q5_1, T.Q5_0, T.Q4_1, T.Q4_0):
         assert np.array_equal(G.quantize(a, t), quants.quantize(a, t)), t.name          # the same bytes as gguf's numpy port
     err = {t: np.abs(G.as_stored(a, t) - a).mean() for t in (T.Q4_0, T.IQ4_NL, T.Q8_0)}
@@ -95,3 +95,14 @@ def test_auto_from_the_command_line(tmp_path):
     assert "chosen in" in r.stdout and os.path.getsize(tmp_path/"a"/"model.gguf") <= 80_000_000
     man = json.loads((tmp_path/"a"/"lop.json").read_text())
     assert man["gguf"]["check"]["ok"] and set(man["gguf"]["dtype"].values()) <= {"q4_0", "source"}
+
+def test_damaged_tables_and_flags_are_refused(tmp_path, tok, capsys):
+    from lop.cli import main
+    good = dict(ratio=0.0, dtype="q8_0", kept=4, bytes=100, kl=0.0)
+    for layers, emb, what in (([[good]], [], "embedding"), ([[dict(good, kl=float("nan"))]], [dict(dtype="q8_0", bytes=10, kl=0.0)], "nan"),
+                              ([[]], [dict(dtype="q8_0", bytes=10, kl=0.0)], "empty layer")):
+        with pytest.raises(LOPError, match="the sensitivity table is damaged"): choose(Sensitivity(layers, emb, 10), 10_000)
+    p = choose(Sensitivity([[good]], [dict(dtype="q8_0", bytes=10, kl=0.0)], 10), "100GB")     # a huge budget: the room is capped, no memory blow-up
+    assert p.bytes == 120
+    assert main(["prune", "--model", "testbed", "--target", "0.3", "--sensitivity", str(tmp_path/"s.json"), "--out", str(tmp_path/"x")]) == 2
+    assert "--sensitivity is the cost table of --gguf-dtype auto" in capsys.readouterr().err
