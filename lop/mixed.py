@@ -71,7 +71,7 @@ def _kl(model, over:dict, ids, ref) -> float:
     with torch.no_grad():
         out = torch.func.functional_call(model, over, args=(), kwargs=dict(input_ids=ids), strict=False)
         logp = out.logits.float().log_softmax(-1)
-        return float((ref.exp() * (ref - logp)).sum(-1).mean())
+        return max(0.0, float((ref.exp() * (ref - logp)).sum(-1).mean()))   # a KL is ≥ 0: float rounding below it is 0
 
 # %% ../nbs/32_mixed.ipynb 8
 def sensitivity(model:nn.Module, scores, windows, ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), dtypes=("iq4_nl", "q4_0", "q4_1", "q8_0"),
