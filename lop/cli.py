@@ -187,9 +187,9 @@ def _sensitivity(m, proc, a, scores):
         if not p.is_file(): continue
         s = Sensitivity.load(p); s.check_model(m)
         stale = [k for k, v in want.items() if k in s.meta and s.meta[k] != v]
-        if stale:
-            check(not a.sensitivity, f"{p} was measured with other {' and '.join(stale)} than this command's", "delete it, or pass another --sensitivity FILE")
-            continue
+        if stale and not a.sensitivity: continue         # a table kept beside --out, made with other scores or data: measured again
+        check("scores" not in stale, f"{p} was measured with other importance scores than this command's", "pass the scores it was made with, or another --sensitivity FILE")
+        if stale: print(f"note: {p} was measured on other text than --data's validation split (used as given)")
         check(a.multiple_of in (None, s.meta.get("multiple_of")), f"{p} was measured with widths in multiples of {s.meta.get('multiple_of')}, "
               f"not --multiple-of {a.multiple_of}", "drop --multiple-of, or measure another table (--sensitivity NEW_FILE)")
         print(f"sensitivity table: {p}"); return s
