@@ -400,7 +400,9 @@ def stored_weights(model:nn.Module, types:dict) -> dict[str, torch.Tensor]:
 
 def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
     """llama.cpp's logits of the GGUF file `path` against `model`'s, its weights as the file stores them (each tensor in the file's
-    own type), for `ids`: RMS/spread of the difference, max |Δ|, next-token agreement, ok (RMS/spread ≤ `tol`, by default `TOLERANCES`)."""
+    own type), for `ids`: RMS/spread of the difference, max |Δ|, next-token agreement (over all tokens, and over the `clear_tokens` where
+    transformers' top logit leads the next by more than 4 × the RMS difference: a near tie may flip, a clear lead may not), ok (RMS/spread ≤
+    `tol`, by default `TOLERANCES`)."""
     ids = torch.as_tensor(ids).reshape(1, -1)
     types = file_types(path)
     tol = _tolerance(types.values()) if tol is None else tol
@@ -408,10 +410,12 @@ def verify_gguf(path, model:nn.Module, ids, tol:float|None=None) -> dict:
     with torch.no_grad():   # in float32, rounded as the file rounds them; the layout (names, Q/K order) is the writer's and is what is checked
         b = torch.func.functional_call(model, stored_weights(model, types), args=(), kwargs=dict(input_ids=ids.to(input_device(model))))
     b = b.logits[0].float().cpu().numpy()
-    rel = float(np.sqrt(np.mean((a - b) ** 2)) / b.std())
+    rms = float(np.sqrt(np.mean((a - b) ** 2))); rel = rms / float(b.std())
+    top2 = np.sort(b, -1)[:, -2:]; clear = top2[:, 1] - top2[:, 0] > 4 * rms; same = a.argmax(-1) == b.argmax(-1)
     mix = {k: sum(v == k for v in types.values()) for k in sorted(set(types.values()))}
     return dict(types=mix, tokens=len(a), rms_over_spread=rel, max_abs_diff=float(np.abs(a - b).max()),
-                logit_max=float(np.abs(b).max()), next_token_agreement=int((a.argmax(-1) == b.argmax(-1)).sum()), tol=tol, ok=rel <= tol)
+                logit_max=float(np.abs(b).max()), next_token_agreement=int(same.sum()), clear_tokens=int(clear.sum()),
+                clear_agreement=int((same & clear).sum()), tol=tol, ok=rel <= tol)
 
 # %% ../nbs/30_gguf.ipynb 24
 def _check_tokens(llm, tokenizer, text:str) -> list[int]:

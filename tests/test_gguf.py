@@ -165,7 +165,10 @@ def test_smollm2_pruned_to_30_percent(tmp_path):
     assert len(set(widths)) > 1
     for dtype in G.DTYPES:
         rep = G.write_gguf(model, tmp_path/f"s.{dtype}.gguf", dtype=dtype)     # tokenizer copied from the source GGUF
-        assert rep["ok"] and rep["next_token_agreement"] >= 0.95 * rep["tokens"], rep   # q8_0 measured 155 of 160
+        # near ties may flip (llama.cpp rounds activations to 8 bits in its dot products; q8_0 measured 155 of 160, iq4_nl 151);
+        # a clear lead (over 4 x the RMS difference) may not: every dtype measured all of them, over half the tokens
+        assert rep["ok"] and rep["clear_agreement"] == rep["clear_tokens"] >= rep["tokens"] // 3, rep
+        assert rep["next_token_agreement"] >= 0.9 * rep["tokens"], rep
         assert list(GGUFReader(tmp_path/f"s.{dtype}.gguf").fields["deci.feed_forward_length"].contents()) == widths
 
 @pytest.mark.parametrize("args, msg", [
