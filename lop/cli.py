@@ -250,10 +250,18 @@ def cmd_prune(a):
     _save_verified(m, proc, a, a.format, dtype if file else None, ck)
     if file: print(f"model.gguf: {(Path(a.out)/'model.gguf').stat().st_size:,} bytes on disk")
 
-def _recovery_data(proc, a) -> tuple[list, dict]:
-    "Recovery batches and what they are: the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."
+def _recovery_data(proc, a, dense=None) -> tuple[list, dict]:
+    """Recovery batches and what they are: with `--prompts`, the conversations of the dense model's own answers to them (asked once,
+    cached beside `--out`); else the calibration windows of `--corpus` (text models) or SynthVQA's calibration set; never test data."""
     check(proc is not None, "the checkpoint was saved without its tokenizer or processor: recovery has no way to encode its data",
           "prune the model again with lop prune (it saves the tokenizer), or save_pruned(model, path, processor)")
+    if getattr(a, "prompts", None):
+        from lop.recover import read_prompts, teacher_answers, answer_batches
+        check(_is_text(proc), "--prompts is for text models", "recover a multimodal model on SynthVQA (leave --prompts out)")
+        qs, cache = read_prompts(a.prompts), Path(a.out).with_name(Path(a.out).name + ".answers.jsonl")
+        ans = teacher_answers(dense, proc, qs, cache, max_new_tokens=a.answer_tokens)
+        return answer_batches(proc, qs, ans, a.batch_size), dict(prompts=str(a.prompts), sha256=file_sha256(a.prompts), n=len(qs),
+                                                                  answer_tokens=a.answer_tokens, answers=str(cache))
     if _is_text(proc):
         td = _text(proc, a, calibration=a.windows or None, batch_size=a.batch_size)   # 0: every window of the calibration split
         return td.calibration, dict(corpus=a.corpus, split="calibration", split_seed=td.meta["split_seed"], windows=td.meta["windows"]["calibration"],
@@ -269,7 +277,7 @@ def _recover(m, proc, teacher:str, a, steps:int) -> Path:
     given = {k: getattr(a, k) for k in ("lr", "temperature", "lora_rank", "lora_alpha") if getattr(a, k) is not None}   # the rest: RecoverRecipe's defaults
     recipe = RecoverRecipe(steps=steps, accumulate=a.accumulate, seed=a.seed, **given)   # checks the numbers first
     dense, _ = _load(teacher, a.device)
-    batches, data = _recovery_data(proc, a)
+    batches, data = _recovery_data(proc, a, dense)
     ck = Path(a.out).with_name(Path(a.out).name + ".recover.pt")   # beside the output: a killed run continues from it
     rec = recover(m, dense, batches, recipe, checkpoint=ck, checkpoint_every=a.checkpoint_every)
     m.lop_recovery = dict(rec, teacher=teacher, data=data, provenance=provenance())
@@ -367,6 +375,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--accumulate", type=int, default=1); s.add_argument("--batch-size", type=int, default=4, help="recovery: windows per batch")
         s.add_argument("--windows", type=int, default=0, help="recovery data: calibration windows of 256 tokens (0: all of the corpus's calibration split; SynthVQA: items, 0: 500)")
         s.add_argument("--checkpoint-every", type=int, default=10)
+        s.add_argument("--prompts", metavar="FILE", help="recovery on chat data: a .jsonl ('prompt' or 'messages' a line) or a text file (a prompt a line); "
+                       "the dense model answers each once (cached beside --out) and the conversations are distilled instead of --data's text")
+        s.add_argument("--answer-tokens", type=int, default=64, help="--prompts: the longest answer asked of the dense model, in tokens")
     s = add("recover", cmd_recover, "distil the dense model into a pruned checkpoint (same widths, same format)", model=False)
     s.add_argument("dir", help="a pruned checkpoint (lop or hf format)"); s.add_argument("--out", required=True)
     s.add_argument("--steps", type=int, required=True); s.add_argument("--teacher", help="the dense model (default: the checkpoint's source)")

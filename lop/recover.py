@@ -13,7 +13,8 @@ from .core import *
 from .models import find_ffns, input_device, model_fingerprint
 
 # %% auto 0
-__all__ = ['LORA_TARGETS', 'RecoverRecipe', 'distill_loss', 'batch_loss', 'check_pair', 'recover']
+__all__ = ['LORA_TARGETS', 'RecoverRecipe', 'distill_loss', 'batch_loss', 'check_pair', 'recover', 'read_prompts',
+           'teacher_answers', 'answer_batches']
 
 # %% ../nbs/29_recover.ipynb 5
 @dataclass(frozen=True)
@@ -195,3 +196,96 @@ def recover(student:nn.Module, teacher:nn.Module, batches:list, recipe:RecoverRe
     check([f.width for f in find_ffns(student)] == widths, "the recovery changed the pruned model's widths", "report this as a bug")
     return dict(recipe=asdict(recipe), steps=recipe.steps, tokens=tokens, batches=len(batches), resumed_at=start,
                 history=hist, seconds=round(before + time.perf_counter() - t0, 2))   # the whole run's, across resumptions
+
+# %% ../nbs/29_recover.ipynb 27
+import json
+
+def _as_messages(p, where:str) -> list:
+    "A prompt as chat messages: a string is one user turn; a list of {role, content} must end with a user turn."
+    if isinstance(p, str):
+        check(p.strip(), f"{where}: an empty prompt", "remove empty lines or records"); return [{"role": "user", "content": p}]
+    check(isinstance(p, list) and p and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in p) and p[-1]["role"] == "user",
+          f"{where}: a prompt must be a string or a list of {{role, content}} messages ending with a user turn", "write 'prompt': '...' or 'messages': [..., {'role': 'user', ...}]")
+    return p
+
+def read_prompts(path) -> list:
+    """The prompts in the file `path`: a .jsonl with a 'prompt' string (or chat 'messages' ending with a user turn) a line,
+    or a text file with one prompt a line."""
+    p = Path(path)
+    check(p.is_file(), f"no prompts file at {p}", "pass a .jsonl with a 'prompt' field a line, or a text file with one prompt a line")
+    try: lines = [l for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+    except UnicodeDecodeError: raise LOPError(f"{p} is not UTF-8 text", "pass a text or JSONL file of prompts") from None
+    if p.suffix != ".jsonl": out = [_as_messages(l, f"{p}, line {i + 1}") for i, l in enumerate(lines)]
+    else:
+        out = []
+        for i, l in enumerate(lines):
+            where = f"{p}, line {i + 1}"
+            try: r = json.loads(l)
+            except json.JSONDecodeError as e: raise LOPError(f"{where} is not JSON ({e.msg})", "write one JSON object a line") from None
+            check(isinstance(r, dict) and ("prompt" in r or "messages" in r), f"{where}: no 'prompt' or 'messages' field", "give every line a 'prompt' string")
+            out.append(_as_messages(r["prompt"] if "prompt" in r else r["messages"], where))
+    check(out, f"{p} holds no prompt", "write one prompt a line")
+    return out
+
+def _template(tokenizer) -> str:
+    t = getattr(tokenizer, "chat_template", None)
+    check(t, "the tokenizer has no chat template: the teacher cannot be asked for answers", "recover a base model on plain text (--data) instead")
+    return t
+
+def _read_answers(cache:Path, head:dict) -> dict:
+    "{prompt key: answer} from the cache file `cache`, whose first line must be `head` (another teacher or setting: an LOPError)."
+    lines = cache.read_text(encoding="utf-8").splitlines()
+    try: first = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError: first = None
+    check(first == head, f"{cache} holds answers of another teacher or other settings (or is not an answers file)", f"delete {cache} to ask again")
+    out = {}
+    for i, l in enumerate(lines[1:]):
+        try: r = json.loads(l)
+        except json.JSONDecodeError:   # a line cut by a kill: only the last one can be
+            check(i == len(lines) - 2, f"{cache}, line {i + 2} is corrupt", f"delete {cache} to ask again"); break
+        out[r["key"]] = r["answer"]
+    return out
+
+@torch.no_grad()
+def teacher_answers(teacher:nn.Module, tokenizer, prompts:list, cache=None, max_new_tokens:int=64, batch_size:int=8, progress:bool=True) -> list[str]:
+    """`teacher`'s greedy answer (at most `max_new_tokens` tokens) to each of `prompts` (strings or chat messages), through its chat template;
+    with `cache` (a .jsonl file) each answer is asked once: a rerun, or a killed run, asks only for those it lacks."""
+    template = _template(tokenizer)
+    check(isinstance(max_new_tokens, int) and max_new_tokens > 0, f"max_new_tokens={max_new_tokens!r} must be a positive integer", "e.g. 64")
+    msgs = [_as_messages(p, f"prompt {i + 1}") for i, p in enumerate(prompts)]
+    check(msgs, "no prompts", "pass at least one prompt")
+    keys = [json.dumps(m, sort_keys=True, ensure_ascii=False) for m in msgs]
+    head = dict(lop_answers=1, teacher=model_fingerprint(teacher), template=fingerprint(template), max_new_tokens=max_new_tokens)
+    cache = Path(cache) if cache else None
+    done = _read_answers(cache, head) if cache is not None and cache.is_file() else {}
+    if cache is not None and not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True); write_text_atomic(cache, json.dumps(head) + "\n")
+    todo_keys = [k for k in dict.fromkeys(keys) if k not in done]
+    teacher.eval(); dev = input_device(teacher)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    side = tokenizer.padding_side; tokenizer.padding_side = "left"   # the answers start at the same position in every row
+    try:
+        for s in tqdm(range(0, len(todo_keys), batch_size), desc="teacher answers", disable=not progress or not todo_keys):
+            ks = todo_keys[s:s + batch_size]
+            x = tokenizer.apply_chat_template([json.loads(k) for k in ks], add_generation_prompt=True, padding=True, return_tensors="pt", return_dict=True)
+            y = teacher.generate(**to_device(dict(x), dev), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+            new = [tokenizer.decode(r, skip_special_tokens=True).strip() for r in y[:, x["input_ids"].shape[1]:]]
+            done.update(zip(ks, new))
+            if cache is not None:
+                with open(cache, "a", encoding="utf-8") as f: f.write("".join(json.dumps(dict(key=k, answer=a), ensure_ascii=False) + "\n" for k, a in zip(ks, new)))
+    finally: tokenizer.padding_side = side
+    return [done[k] for k in keys]
+
+def answer_batches(tokenizer, prompts:list, answers:list, batch_size:int=4, max_len:int=512) -> list[dict]:
+    "Recovery batches of the conversations (each prompt, then its answer as the assistant's turn) in the chat template, at most `max_len` tokens each, padded on the right."
+    _template(tokenizer)
+    check(len(prompts) == len(answers) > 0, f"{len(prompts)} prompts and {len(answers)} answers", "pass one answer a prompt (teacher_answers)")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    seqs = [tokenizer.apply_chat_template(_as_messages(p, f"prompt {i + 1}") + [{"role": "assistant", "content": a}], return_dict=True)["input_ids"][:max_len]
+            for i, (p, a) in enumerate(zip(prompts, answers))]
+    out = []
+    for s in range(0, len(seqs), batch_size):
+        b = seqs[s:s + batch_size]; n = max(map(len, b))
+        ids = torch.tensor([q + [pad] * (n - len(q)) for q in b]); mask = torch.tensor([[1] * len(q) + [0] * (n - len(q)) for q in b])
+        out.append(dict(input_ids=ids, attention_mask=mask))
+    return out

@@ -90,6 +90,23 @@ def test_recover_smollm2_from_the_command_line(tmp_path):
     assert rec["data"]["corpus"] == "pydoc" and rec["data"]["split"] == "calibration" and rec["tokens"] == 4 * 256
     assert [f.width for f in find_ffns(load_pruned(tmp_path/"s30"))] == [f.width for f in find_ffns(load_pruned(tmp_path/"s30r"))]
 
+@pytest.mark.slow   # SmolLM2 (~30 s): recovered on its own answers to a user's prompts
+def test_recover_smollm2_on_chat_prompts_from_the_command_line(tmp_path, capsys):
+    "`--prompts`: the dense model answers once (cached beside --out, reused by the next run), the conversations are the recovery data."
+    (tmp_path/"p.jsonl").write_text('{"prompt": "What is the capital of Italy?"}\n{"prompt": "Name a yellow fruit."}\n'
+                                    '{"messages": [{"role": "user", "content": "Write a haiku about rain."}]}\n')
+    assert main(["prune", "--model", "smollm2-135m", "--target", "0.3", "--out", str(tmp_path/"s30")]) == 0
+    args = ["recover", str(tmp_path/"s30"), "--steps", "1", "--prompts", str(tmp_path/"p.jsonl"), "--answer-tokens", "16", "--batch-size", "3"]
+    assert main(args + ["--out", str(tmp_path/"r")]) == 0
+    rec = json.loads((tmp_path/"r"/"lop.json").read_text())["recovery"]
+    assert rec["data"]["n"] == 3 and rec["data"]["answer_tokens"] == 16 and rec["batches"] == 1
+    cache = (tmp_path/"r.answers.jsonl").read_text().splitlines()
+    assert len(cache) == 4 and all(json.loads(l)["answer"] for l in cache[1:])      # a head line, then one answer a prompt
+    assert 3 * 30 < rec["tokens"] < 3 * (16 + 60)                                   # the template's system turn, the prompt and the answer
+    (tmp_path/"p.txt").write_text("")
+    assert main(args[:5] + [str(tmp_path/"p.txt"), "--out", str(tmp_path/"r2")]) == 2
+    assert "holds no prompt" in capsys.readouterr().err and not (tmp_path/"r2").exists()
+
 def test_the_split_is_the_corpus_s_own_whatever_the_seed():
     "`--seed` orders the batches; the documents of calibration, validation and test are the documented split's (SPLIT_SEED) for every command."
     from argparse import Namespace
