@@ -14,7 +14,7 @@ from .models import find_ffns, input_device, model_fingerprint
 
 # %% auto 0
 __all__ = ['LORA_TARGETS', 'RecoverRecipe', 'distill_loss', 'batch_loss', 'check_pair', 'recover', 'read_prompts',
-           'teacher_answers', 'answer_batches']
+           'teacher_answers', 'answer_batches', 'answer_loglik', 'token_f1', 'agreement']
 
 # %% ../nbs/29_recover.ipynb 5
 @dataclass(frozen=True)
@@ -289,3 +289,27 @@ def answer_batches(tokenizer, prompts:list, answers:list, batch_size:int=4, max_
         ids = torch.tensor([q + [pad] * (n - len(q)) for q in b]); mask = torch.tensor([[1] * len(q) + [0] * (n - len(q)) for q in b])
         out.append(dict(input_ids=ids, attention_mask=mask))
     return out
+
+# %% ../nbs/29_recover.ipynb 33
+@torch.no_grad()
+def answer_loglik(model:nn.Module, tokenizer, prompt, answer:str) -> float:
+    "Mean log-likelihood per token of `answer` as the assistant's reply to `prompt` (a string or chat messages) under `model`."
+    x = tokenizer.apply_chat_template(_as_messages(prompt, "the prompt"), add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    y = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    check(y.shape[1] > 0, "an empty answer has no likelihood", "pass the dense model's non-empty answer")
+    ids = torch.cat([x, y], 1).to(input_device(model))
+    lp = torch.log_softmax(model(input_ids=ids).logits[0, x.shape[1] - 1:-1].float(), -1)
+    return float(lp.gather(1, ids[0, x.shape[1]:, None]).mean())
+
+def token_f1(a:str, b:str) -> float:
+    "Word overlap of two answers (case-insensitive bags of words): 2 × common / (len a + len b); 0 when nothing is shared."
+    a, b = a.lower().split(), b.lower().split()
+    common = sum(min(a.count(w), b.count(w)) for w in set(a))
+    return 0.0 if not common else 2 * common / (len(a) + len(b))
+
+def agreement(model:nn.Module, tokenizer, prompts:list, dense_answers:list, max_new_tokens:int=64, progress:bool=False) -> dict:
+    "`model`'s own greedy answers to `prompts` and, per prompt, the log-likelihood of the dense answer under it and the F1 of the two answers."
+    check(len(prompts) == len(dense_answers) > 0, f"{len(prompts)} prompts and {len(dense_answers)} dense answers", "pass one dense answer a prompt")
+    own = teacher_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens, progress=progress)
+    return dict(answers=own, loglik=[answer_loglik(model, tokenizer, p, a) for p, a in zip(prompts, dense_answers)],
+                f1=[token_f1(o, a) for o, a in zip(own, dense_answers)])
