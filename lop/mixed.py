@@ -16,7 +16,7 @@ from .gguf import (DTYPES, gguf_shapes, gguf_nbytes, gguf_overhead, gguf_type, a
                       _check_dtype)
 
 # %% auto 0
-__all__ = ['layer_dtypes', 'Sensitivity', 'scores_fingerprint', 'sensitivity', 'MixedPlan', 'choose', 'prune_mixed']
+__all__ = ['layer_dtypes', 'Sensitivity', 'scores_fingerprint', 'sensitivity', 'MixedPlan', 'knapsack', 'choose', 'prune_mixed']
 
 # %% ../nbs/32_mixed.ipynb 5
 def layer_dtypes(model:nn.Module, layers, embedding:str="q8_0") -> dict[str, str]:
@@ -136,6 +136,23 @@ class MixedPlan:
     ratios:list; dtypes:list; kept:list; embedding:str; bytes:int; kl:float; budget:int; seconds:float
     def to_dict(self) -> dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+def knapsack(costs, values, room:int) -> tuple[float, list[int]] | None:
+    """One option per group (`costs[g][j]`, integers ≥ 0, and `values[g][j]`) with the least summed value whose summed cost is at most
+    `room`: (that sum, the index picked in each group), or None when nothing fits. Exact (dynamic programming over the room)."""
+    room = min(int(room), sum(max(c) for c in costs))   # more room than every group's largest option is never used
+    if room < 0: return None
+    dp, picks = np.zeros(room + 1), []                  # dp[b]: the least value of the groups so far within b
+    for cost, val in zip(costs, values):
+        cand = np.full((len(cost), room + 1), np.inf)
+        for j, (c, v) in enumerate(zip(cost, val)):
+            if c <= room: cand[j, c:] = dp[:room + 1 - c] + v
+        pick = cand.argmin(0); dp = cand[pick, np.arange(room + 1)]; picks.append(pick)
+    if not np.isfinite(dp[room]): return None
+    out, b = [], room                                   # walk back through the groups
+    for cost, pick in zip(costs[::-1], picks[::-1]):
+        j = int(pick[b]); out.append(j); b -= cost[j]
+    return float(dp[room]), out[::-1]
+
 def choose(sens:Sensitivity, budget, unit:int=4096) -> MixedPlan:
     "The choice per layer and for the embedding with the least summed KL whose GGUF file is at most `budget` bytes (or '80MB'; exact knapsack over bytes rounded up to `unit`)."
     t0 = time.perf_counter()
@@ -145,25 +162,12 @@ def choose(sens:Sensitivity, budget, unit:int=4096) -> MixedPlan:
     check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of bytes, got {budget!r}", "pass e.g. lop.targets.parse_size('80MB')")
     check(isinstance(unit, int) and unit >= 1, f"unit must be a positive number of bytes, got {unit!r}", "leave it at 4096")
     _validate(sens)
-    most = sum(max(-(-o["bytes"] // unit) for o in opts) for opts in sens.layers)   # more room than every layer's largest choice is never used
+    costs = [[-(-o["bytes"] // unit) for o in opts] for opts in sens.layers]
     best = None
     for e in sens.embedding:
-        room = min((int(budget) - sens.fixed - e["bytes"]) // unit, most)
-        if room < 0: continue
-        dp, picks = np.zeros(room + 1), []            # dp[b]: the least KL of the layers so far within b units
-        for opts in sens.layers:
-            cost = np.array([-(-o["bytes"] // unit) for o in opts]); kl = np.array([o["kl"] for o in opts])
-            cand = np.full((len(opts), room + 1), np.inf)
-            for j, (c, v) in enumerate(zip(cost, kl)):
-                if c <= room: cand[j, c:] = dp[:room + 1 - c] + v
-            pick = cand.argmin(0); dp = cand[pick, np.arange(room + 1)]; picks.append(pick)
-        if not np.isfinite(dp[room]): continue
-        total = float(dp[room]) + e["kl"]
-        if best is None or total < best[0]:
-            choice, b = [], room                        # walk back through the layers
-            for opts, pick in zip(sens.layers[::-1], picks[::-1]):
-                o = opts[int(pick[b])]; choice.append(o); b -= -(-o["bytes"] // unit)
-            best = (total, e, choice[::-1])
+        got = knapsack(costs, [[o["kl"] for o in opts] for opts in sens.layers], (int(budget) - sens.fixed - e["bytes"]) // unit)
+        if got is not None and (best is None or got[0] + e["kl"] < best[0]):
+            best = (got[0] + e["kl"], e, [opts[j] for opts, j in zip(sens.layers, got[1])])
     small = sens.fixed + min(e["bytes"] for e in sens.embedding) + sum(min(-(-o["bytes"] // unit) * unit for o in opts) for opts in sens.layers)
     check(best is not None, f"no file of these choices fits in {budget:,} bytes: the smallest is {small:,} bytes (each layer's bytes rounded up to {unit:,})",
           f"ask for {math.ceil(small / 1e5) / 10:.1f} MB or more, or measure the table with higher ratios or smaller dtypes")

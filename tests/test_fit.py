@@ -38,3 +38,19 @@ def test_a_killed_fit_resumes(tmp_path):
     from lop.dataset import read_dataset
     for name in ("dataset.jsonl", "heldout.jsonl"):
         assert [(r["target"], r["ratios"]) for r in read_dataset(tmp_path/"fit"/name)] == [(r["target"], r["ratios"]) for r in read_dataset(full/name)]
+
+@pytest.mark.slow   # Ray: the searches of a fit on two workers, each with its own copy of the model and the data
+def test_a_fit_on_two_workers_writes_the_serial_fit(tmp_path):
+    from lop.fit import fit
+    data = _text(tmp_path/"mine.txt")
+    import torch
+    from lop.scale import available_cpus
+    before = torch.get_num_threads(); torch.set_num_threads(max(1, available_cpus() // 2))   # like for like: each worker's threads
+    try: one = fit("smollm2-135m", str(data), tmp_path/"one", "smoke", progress=False, log=lambda s: None)
+    finally: torch.set_num_threads(before)
+    two = fit("smollm2-135m", str(data), tmp_path/"two", "smoke", workers=2, progress=False, log=lambda s: None)
+    from lop.dataset import read_dataset
+    for name in ("dataset.jsonl", "heldout.jsonl"):
+        a, b = (sorted((r["target"], r["ratios"], r["reward"]) for r in read_dataset(d/name)) for d in (tmp_path/"one", tmp_path/"two"))
+        assert a == b and len(a) > 0
+    assert one["heldout_error"] == two["heldout_error"]
