@@ -13,7 +13,7 @@ from .models import language_backbone, input_device, take
 
 # %% auto 0
 __all__ = ['Attention', 'find_attentions', 'head_importance', 'HeadPlan', 'make_head_plan', 'masked_heads', 'slice_heads',
-           'shape_heads']
+           'shape_heads', 'JointTable', 'joint_sensitivity', 'JointPlan', 'choose_joint', 'prune_joint']
 
 # %% ../nbs/33_heads.ipynb 5
 @dataclass
@@ -173,3 +173,121 @@ def shape_heads(model:nn.Module, heads, kv_heads) -> nn.Module:
         at.v_proj, at.o_proj = lin(a.v.in_features, k * hd, a.v), lin(h * hd, a.o.out_features, a.o)
         _set_counts(at, h, k)
     return model
+
+# %% ../nbs/33_heads.ipynb 21
+import json, math, time
+from pathlib import Path
+import numpy as np
+from .models import find_ffns, model_fingerprint
+from .prune import make_plan, masked, slice_ffn
+from .mixed import knapsack, scores_fingerprint
+
+def _per_neuron(f) -> int:
+    "Parameters one FFN neuron holds: its gate and up rows (with their biases) and its down column."
+    return f.gate.in_features + f.up.in_features + f.down.out_features + (f.gate.bias is not None) + (f.up.bias is not None)
+
+def _attn_params(a:Attention, groups:int, per_group:int) -> int:
+    "Parameters of `a`'s projections that depend on its heads, at `groups` key-value groups of `per_group` query heads."
+    hd, bias = a.head_dim, lambda l: l.bias is not None
+    q = hd * (a.q.in_features + bias(a.q)) + a.o.out_features * hd
+    kv = hd * (a.k.in_features + bias(a.k)) + hd * (a.v.in_features + bias(a.v))
+    return groups * per_group * q + groups * kv
+
+@dataclass
+class JointTable:
+    "Per layer, the FFN choices (ratio, kept, params, kl) and the head choices (groups, per_group, params, kl); `fixed`: every other parameter."
+    ffn:list; heads:list; fixed:int; meta:dict
+    def save(self, path) -> Path: return write_json_atomic(path, dict(ffn=self.ffn, heads=self.heads, fixed=self.fixed, meta=self.meta))
+    @classmethod
+    def load(cls, path) -> "JointTable":
+        try: d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e: raise LOPError(f"cannot read the joint table {path} ({type(e).__name__})", "measure it again with joint_sensitivity") from None
+        check(isinstance(d, dict) and {"ffn", "heads", "fixed", "meta"} <= set(d), f"{path} is not a joint table of lop", "measure it again with joint_sensitivity")
+        return cls(d["ffn"], d["heads"], d["fixed"], d["meta"])
+    def check_model(self, model:nn.Module):
+        check(self.meta.get("model") == model_fingerprint(model), "the joint table was measured on another model", "measure it on this model")
+
+def _kl_to(model, ids, ref) -> float:
+    with torch.no_grad(): logp = model(input_ids=ids).logits.float().log_softmax(-1)
+    return max(0.0, float((ref.exp() * (ref - logp)).sum(-1).mean()))   # a KL is ≥ 0: float rounding below it is 0
+
+def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), shapes=None,
+                      multiple_of:int=32, progress:bool=True) -> JointTable:
+    """The KL (on the token `windows`, n × L) and the parameters of every single change of `model`: each layer's FFN at each of `ratios`
+    (its best neurons by `scores` kept) and its heads at each of `shapes` (a list of (groups, per_group); None: every shape grouped
+    attention allows), the rest of the model dense."""
+    ffns, atts = find_ffns(model), find_attentions(model)
+    check(len(head_scores) == len(atts), f"{len(head_scores)} layers of head scores for {len(atts)} layers", "pass head_importance(model, ...) of this model")
+    check(0.0 in ratios and all(0 <= r < 1 for r in ratios), f"ratios {ratios} must lie in [0, 1) and include 0", "add 0: the layer left whole")
+    ids = torch.as_tensor(windows).to(input_device(model))
+    check(ids.ndim == 2 and ids.shape[1] >= 2 and not ids.is_floating_point(), f"windows must be n × L token ids, got {tuple(ids.shape)}",
+          "pass e.g. lop.text.text_data(tok, 'pydoc').validation")
+    every = lambda a: [(g, q) for g in range(a.n_kv, 0, -1) for q in range(a.group, 0, -1)]
+    per_layer = [every(a) if shapes is None else [tuple(s) for s in shapes] for a in atts]
+    for a, ss in zip(atts, per_layer):
+        check(all(1 <= g <= a.n_kv and 1 <= q <= a.group for g, q in ss) and (a.n_kv, a.group) in ss,
+              f"layer {a.index}: shapes {ss} must lie within {a.n_kv} groups of {a.group} heads and include the whole attention", "add (n_kv, n_heads // n_kv)")
+    with torch.no_grad(): ref = model(input_ids=ids).logits.float().log_softmax(-1)
+    whole = [(a.n_kv, a.group) for a in atts]
+    bar = tqdm(total=sum(len(ratios) - 1 + len(ss) - 1 for ss in per_layer), desc="joint sensitivity", disable=not progress, leave=False)
+    t0, ffn_rows, head_rows = time.perf_counter(), [], []
+    for i, (f, a) in enumerate(zip(ffns, atts)):
+        row = []
+        for r in ratios:
+            plan = make_plan(scores, [r if j == i else 0.0 for j in range(len(ffns))], multiple_of)
+            k = len(plan.keep[i]); kl = 0.0
+            if k < f.width:
+                with masked(model, plan): kl = _kl_to(model, ids, ref)
+                bar.update()
+            row.append(dict(ratio=float(r), kept=k, params=k * _per_neuron(f), kl=kl))
+        ffn_rows.append(row); row = []
+        for g, q in per_layer[i]:
+            kl = 0.0
+            if (g, q) != whole[i]:
+                with masked_heads(model, make_head_plan(head_scores, [b.n_kv for b in atts], [(g, q) if j == i else w for j, w in enumerate(whole)])):
+                    kl = _kl_to(model, ids, ref)
+                bar.update()
+            row.append(dict(groups=g, per_group=q, params=_attn_params(a, g, q), kl=kl))
+        head_rows.append(row)
+    bar.close()
+    fixed = model.num_parameters() - sum(f.width * _per_neuron(f) for f in ffns) - sum(_attn_params(a, a.n_kv, a.group) for a in atts)
+    meta = dict(model=model_fingerprint(model), scores=scores_fingerprint(scores), head_scores=scores_fingerprint(head_scores), data=fingerprint(ids),
+                ratios=list(map(float, ratios)), multiple_of=multiple_of, windows=list(ids.shape), seconds=round(time.perf_counter() - t0, 1))
+    return JointTable(ffn_rows, head_rows, int(fixed), meta)
+
+# %% ../nbs/33_heads.ipynb 22
+@dataclass
+class JointPlan:
+    "Per layer: the FFN ratio and neurons kept, and (groups, per_group) of the heads; the model's parameters and the KL the table sums to."
+    ratios:list; kept:list; shapes:list; params:int; kl:float; budget:int; seconds:float
+    def to_dict(self) -> dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> JointPlan:
+    """Per layer, the FFN choice and (with `heads`) the head shape with the least summed KL whose model holds at most `budget` parameters
+    (a number or '100M'); exact knapsack over parameters rounded up to `unit`. `heads=False`: every attention stays whole."""
+    t0 = time.perf_counter()
+    if isinstance(budget, str):
+        from lop.targets import parse_params
+        budget = parse_params(budget)
+    check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of parameters, got {budget!r}", "pass e.g. '100M'")
+    check(isinstance(unit, int) and unit >= 1, f"unit must be a positive number of parameters, got {unit!r}", "leave it at 4096")
+    options = []
+    for fr, hr in zip(table.ffn, table.heads):
+        hs = hr if heads else [max(hr, key=lambda h: h["params"])]   # the whole attention holds the most
+        options.append([(f, h) for f in fr for h in hs])
+    costs = [[-(-(f["params"] + h["params"]) // unit) for f, h in opts] for opts in options]
+    got = knapsack(costs, [[f["kl"] + h["kl"] for f, h in opts] for opts in options], (int(budget) - table.fixed) // unit)
+    small = table.fixed + sum(min(c) * unit for c in costs)
+    check(got is not None, f"no model of these choices fits in {budget:,} parameters: the smallest holds about {small:,}",
+          f"ask for {math.ceil(small / 1e6)}M or more{'' if heads else ', allow heads=True'}, or measure the table with higher ratios")
+    pick = [opts[j] for opts, j in zip(options, got[1])]
+    return JointPlan([f["ratio"] for f, _ in pick], [f["kept"] for f, _ in pick], [(h["groups"], h["per_group"]) for _, h in pick],
+                     int(table.fixed + sum(f["params"] + h["params"] for f, h in pick)), got[0], int(budget), time.perf_counter() - t0)
+
+def prune_joint(model:nn.Module, plan:JointPlan, scores, head_scores, multiple_of:int=32) -> nn.Module:
+    "Remove, in place, the FFN neurons and heads `plan` (from `choose_joint`) prunes, with the scores its table was measured with."
+    fplan = make_plan(scores, plan.ratios, multiple_of)
+    check([len(k) for k in fplan.keep] == list(plan.kept), "the plan's widths differ from those these scores give (another multiple_of or other scores)",
+          "pass the scores and multiple_of the table was measured with")
+    slice_ffn(model, fplan)
+    return slice_heads(model, make_head_plan(head_scores, [a.n_kv for a in find_attentions(model)], plan.shapes))

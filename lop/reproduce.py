@@ -177,7 +177,7 @@ def context_reward(model:str, mode:str, seed:int, work_dir:str, **spec):
     return Context(model, mode, seed, work_dir, shipped=False).reward(**spec)
 
 # %% ../nbs/19_reproduce.ipynb 21
-NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers", "recovery", "chat_recovery", "frontier")
+NOTEBOOKS = ("testbed_quality", "search", "table1", "table3", "table2", "figures", "real_models", "teachers", "recovery", "chat_recovery", "heads", "frontier")
 
 def kernel_config(folder):
     "The papermill/nbclient configuration that runs kernels over IPC (Unix sockets in `folder`, a private directory) instead of TCP."
@@ -214,7 +214,7 @@ def reproduce(mode:str="quick", model:str="testbed", seed:int=0, force:bool=Fals
         for name in tqdm(list(notebooks), desc=f"reproduce ({mode})", disable=not progress):
             if name == "table2" and not testbed:   # its small dense models are trained on SynthVQA
                 out[name] = "skipped (testbed models only)"; continue
-            if name in ("real_models", "teachers", "recovery", "chat_recovery", "frontier") and not testbed:   # the real-model track belongs to the shipped reproduction, not to a user model
+            if name in ("real_models", "teachers", "recovery", "chat_recovery", "heads", "frontier") and not testbed:   # the real-model track belongs to the shipped reproduction, not to a user model
                 out[name] = "skipped (runs with the testbed reproduction)"; continue
             params = dict(model=model, mode=mode, seed=seed, **{k: str(v) for k, v in dirs.items()})
             if name == "search": params["ship"] = mode == "full" and model == "testbed"   # full mode refreshes the shipped artefacts
