@@ -44,8 +44,11 @@ class Lop{base}(transformers.{base}):
             super().__init__(config, *args, **kwargs)
         finally:
             text.per_layer_config = overrides
-        for layer, layer_config in zip(self.get_decoder().layers, layers):   # ...then give every layer its own MLP
+        for i, (layer, layer_config) in enumerate(zip(self.get_decoder().layers, layers)):   # ...then give every layer its own MLP
             layer.mlp = type(layer.mlp)(layer_config)
+            if "num_attention_heads" in overrides.get(i, overrides.get(str(i), {{}})):
+                layer_config._attn_implementation = self.config.get_text_config(decoder=True)._attn_implementation   # as the stock layers dispatch
+                layer.self_attn = type(layer.self_attn)(layer_config, i)   # and its own heads (a model whose heads lop pruned)
             if getattr(layer_config, "down_proj_bias", False):
                 down = layer.mlp.down_proj
                 layer.mlp.down_proj = nn.Linear(down.in_features, down.out_features, bias=True)
@@ -90,9 +93,16 @@ def hf_config(model:nn.Module) -> transformers.PreTrainedConfig:
     check(getattr(text, "num_hidden_layers", None) == len(ffns), f"{base}: the text config has {getattr(text, 'num_hidden_layers', None)} "
           f"layers, the model {len(ffns)} FFNs", "save a model whose decoder layers all have a gated FFN")
     bias = [f.down.bias is not None for f in ffns]
-    text.per_layer_config = {i: dict(intermediate_size=f.width, **(dict(down_proj_bias=b) if any(bias) else {}))
-                             for i, (f, b) in enumerate(zip(ffns, bias))}
+    heads = getattr(model.config, "lop_heads", None) or getattr(text, "lop_heads", None)
+    if heads:   # per-layer head counts (lop.heads): each layer's attention built at its own, the head size stated (not derived)
+        from lop.heads import find_attentions
+        hd = [a.head_dim for a in find_attentions(model)]
+        att = [dict(num_attention_heads=h, num_key_value_heads=k, head_dim=d) for h, k, d in zip(heads["heads"], heads["kv_heads"], hd)]
+    else: att = [{}] * len(ffns)
+    text.per_layer_config = {i: dict(intermediate_size=f.width, **(dict(down_proj_bias=b) if any(bias) else {}), **a)
+                             for i, (f, b, a) in enumerate(zip(ffns, bias, att))}
     text.serialize_explicit_per_layer_config = True            # write every layer, not only those that differ
+    if heads: text.allow_global_per_layer_attribute_access = True   # the stock checks read the global head count: the dense one
     config.auto_map = {auto: f"{Path(MODELING).stem}.Lop{base}" for auto in autos}
     config.architectures = [f"Lop{base}"]
     return config
@@ -103,7 +113,9 @@ def write_hf(model:nn.Module, folder, processor=None) -> dict:
     folder, ffns = Path(folder), find_ffns(model)
     base, config = stock_class(model).__name__, hf_config(model)
     model.save_pretrained(folder, save_original_format=False)
-    config.save_pretrained(folder)                             # replaces the stock config.json
+    verbosity = transformers.logging.get_verbosity(); transformers.logging.set_verbosity_error()   # per-layer heads: the stock checks warn of it
+    try: config.save_pretrained(folder)                        # replaces the stock config.json
+    finally: transformers.logging.set_verbosity(verbosity)
     (folder/MODELING).write_text(modeling_source(base, next(iter(config.auto_map))))
     if processor is not None: processor.save_pretrained(folder)
     files = sorted(p.name for p in folder.glob("*.safetensors")) + [MODELING]

@@ -55,3 +55,58 @@ def test_a_gguf_with_per_layer_heads_runs_in_llama_cpp(tmp_path, dtype):
     assert rep["ok"] and os.path.getsize(tmp_path/"h.gguf") == G.gguf_file_bytes(m, tok, dtype), rep
     f = GGUFReader(tmp_path/"h.gguf").fields
     assert list(f["deci.attention.head_count"].contents()) == [2, 2, 1] and list(f["deci.attention.head_count_kv"].contents()) == [2, 1, 1]
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_a_joint_plan_holds_exactly_its_parameters_on_every_family(family):
+    "Counted, not estimated: Qwen2's q/k/v biases and Gemma-3's q/k norms included, the pruned model's parameters are the plan's."
+    from lop.importance import collect_importance
+    from lop.heads import joint_sensitivity, choose_joint, prune_joint
+    m = tiny_gemma3() if family == "gemma3" else toy_model(family)
+    vocab = m.get_input_embeddings().weight.shape[0]
+    cal = [dict(input_ids=torch.randint(0, vocab, (4, 10), generator=torch.Generator().manual_seed(s))) for s in range(2)]
+    sc, hs = collect_importance(m, cal, progress=False), head_importance(m, cal, progress=False)
+    tab = joint_sensitivity(m, sc, hs, cal[0]["input_ids"], ratios=(0.0, 0.5), multiple_of=1, progress=False)
+    assert tab.fixed + sum(f[0]["params"] + h[0]["params"] for f, h in zip(tab.ffn, tab.heads)) == m.num_parameters()
+    plan = choose_joint(tab, int(0.75 * m.num_parameters()), unit=1)
+    p = prune_joint(copy.deepcopy(m), plan, sc, hs, multiple_of=1)
+    assert p.num_parameters() == plan.params <= 0.75 * m.num_parameters()
+    with torch.no_grad(): assert torch.isfinite(p(**cal[1]).logits).all()
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 6), st.floats(0, 5)), min_size=1, max_size=4), min_size=1, max_size=4), st.integers(-2, 20))
+def test_the_knapsack_is_the_brute_force(groups, room):
+    import itertools
+    from lop.mixed import knapsack
+    costs, values = [[c for c, _ in g] for g in groups], [[v for _, v in g] for g in groups]
+    fits = [sum(v) for combo in itertools.product(*[list(zip(c, v)) for c, v in zip(costs, values)])
+            for c, v in [zip(*combo)] if sum(c) <= room]
+    got = knapsack(costs, values, room)
+    if not fits: assert got is None
+    else:
+        assert got is not None and abs(got[0] - min(fits)) <= 1e-9 * max(1.0, min(fits))
+        assert sum(c[j] for c, j in zip(costs, got[1])) <= room and abs(sum(v[j] for v, j in zip(values, got[1])) - got[0]) <= 1e-9 * max(1.0, got[0])
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_an_hf_folder_with_pruned_heads_loads_without_lop(tmp_path, family):
+    "Every layer's head counts in config.json's per-layer entries: plain transformers (a fresh process, no lop) and lop read the same logits."
+    import os, subprocess, sys
+    from lop.importance import collect_importance
+    from lop.prune import make_plan, slice_ffn, save_pruned, load_pruned
+    m = tiny_gemma3() if family == "gemma3" else toy_model(family)
+    atts, vocab = find_attentions(m), m.get_input_embeddings().weight.shape[0]
+    x = dict(input_ids=torch.randint(0, vocab, (2, 9), generator=torch.Generator().manual_seed(0)))
+    slice_ffn(m, make_plan(collect_importance(m, [x], progress=False), 0.5))
+    keep = [(1, a.group) if i == 0 else (a.n_kv, max(1, a.group - 1)) for i, a in enumerate(atts)]
+    slice_heads(m, make_head_plan(head_importance(m, [x], progress=False), [a.n_kv for a in atts], keep))
+    with torch.no_grad(): y = m(**x).logits
+    d = save_pruned(m, tmp_path/"h", format="hf")
+    with torch.no_grad(): assert torch.equal(load_pruned(d)(**x).logits, y)
+    torch.save(x, tmp_path/"x.pt")
+    child = (f"import sys, torch, transformers\nm = transformers.AutoModelForCausalLM.from_pretrained({str(d)!r}, trust_remote_code=True).eval()\n"
+             f"assert 'lop' not in sys.modules\nwith torch.no_grad(): torch.save(m(**torch.load({str(tmp_path/'x.pt')!r})).logits, {str(tmp_path/'y.pt')!r})\n"
+             "print([l.self_attn.q_proj.out_features for l in m.model.layers])")
+    r = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path/"modules")))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert eval(r.stdout.strip().splitlines()[-1]) == [a.q.out_features for a in find_attentions(m)]
+    assert torch.allclose(torch.load(tmp_path/"y.pt"), y, rtol=0, atol=1e-5 * float(y.abs().max()))   # another process: its own thread count
