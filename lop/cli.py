@@ -197,20 +197,54 @@ def _sensitivity(m, proc, a, scores):
     s = sensitivity(m, scores, windows, multiple_of=a.multiple_of or 32, tokenizer=proc)
     s.save(path); return s
 
+def _scores_of(m, a):
+    "The neuron scores of `lop prune` that chooses widths itself: --scores (or --fit's), else the ones lop ships for the model."
+    from lop.importance import load_importance, check_importance
+    from lop.ondemand import shipped_assets
+    shipped = shipped_assets(m)
+    check(a.scores is not None or shipped, "no importance scores for this model", "pass --scores (lop importance writes them) or --fit")
+    scores = a.scores if isinstance(a.scores, Importance) else load_importance(a.scores or shipped/"importance_l2.safetensors")
+    check_importance(scores, m); return scores
+
+def _prune_heads(m, proc, a):
+    """`lop prune --params P --heads`: each layer's FFN width and heads chosen together (lop.heads) for at most P parameters, from a
+    table of single changes measured once on --data (calibration windows for the head scores, validation windows for the KL), kept beside --out."""
+    from lop.heads import head_importance, joint_sensitivity, JointTable, choose_joint, prune_joint, find_attentions
+    from lop.mixed import scores_fingerprint
+    check(a.params is not None, "--heads chooses neurons and heads for a parameter budget", "pass --params 90M")
+    check(a.predictor is None and a.gguf_dtype != "auto", "--heads chooses the widths and heads itself", "drop --predictor and --gguf-dtype auto")
+    dtype, file, multiple_of = _storage(m, a)
+    scores, td = _scores_of(m, a), _text(proc, a, calibration=16, validation=4, seq_len=128)
+    hs = head_importance(m, td.calibration)
+    path = Path(a.out).parent/f"{Path(a.out).name}.heads.json"
+    want = dict(scores=scores_fingerprint(scores), head_scores=scores_fingerprint(hs), data=fingerprint(td.validation), multiple_of=multiple_of)
+    table = JointTable.load(path) if path.is_file() else None
+    if table is not None: table.check_model(m)
+    if table is None or any(table.meta.get(k) != v for k, v in want.items()):
+        print(f"measuring the cost of every layer's neurons and heads on {a.corpus}'s validation split (once; saved to {path})")
+        table = joint_sensitivity(m, scores, hs, td.validation, multiple_of=multiple_of); table.save(path)
+    else: print(f"joint table: {path}")
+    p = choose_joint(table, a.params)
+    prune_joint(m, p, scores, hs, multiple_of)
+    atts = find_attentions(m)
+    print(f"chosen in {p.seconds * 1e3:.1f} ms: {m.num_parameters():,} parameters; FFN mean ratio {sum(p.ratios) / len(p.ratios):.3f}; "
+          f"{sum(a_.n_heads for a_ in atts)} query heads in {sum(a_.n_kv for a_ in atts)} key-value groups; "
+          f"KV cache {sum(2 * a_.n_kv * a_.head_dim for a_ in atts) * 2:,} bytes a token in f16")
+    ck = _recover(m, proc, a.model, a, a.recover) if a.recover else None
+    if file is None:
+        from lop.targets import TORCH_DTYPES
+        m.to(TORCH_DTYPES[dtype])
+    _save_verified(m, proc, a, a.format, dtype if file else None, ck)
+
 def _prune_auto(m, proc, a):
     "`lop prune --format gguf --gguf-dtype auto --size S`: each layer's FFN width and precision chosen together (lop.mixed) for a file of at most S bytes."
     from lop.mixed import choose, prune_mixed
-    from lop.importance import load_importance, check_importance
     from lop.gguf import gguf_config
-    from lop.ondemand import shipped_assets
     check(a.format == "gguf" and a.size is not None, "--gguf-dtype auto chooses each layer's width and precision for a GGUF file of a --size",
           "pass --format gguf --size 80MB (or pick one --gguf-dtype)")
     check(a.dtype is None and a.predictor is None, "--gguf-dtype auto chooses the widths and the types itself", "drop --dtype and --predictor")
     gguf_config(m)
-    shipped = shipped_assets(m)
-    check(a.scores is not None or shipped, "no importance scores for this model", "pass --scores (lop importance writes them) or --fit")
-    scores = a.scores if isinstance(a.scores, Importance) else load_importance(a.scores or shipped/"importance_l2.safetensors")
-    check_importance(scores, m)
+    scores = _scores_of(m, a)
     sens = _sensitivity(m, proc, a, scores)
     p = choose(sens, a.size)
     print(f"chosen in {p.seconds * 1e3:.1f} ms: {sum(r > 0 for r in p.ratios)} layers pruned (mean ratio {sum(p.ratios) / len(p.ratios):.3f}), layers in "
@@ -237,7 +271,8 @@ def cmd_prune(a):
         from lop.ondemand import load_fit
         check(a.predictor is None and a.scores is None, "--fit holds the predictor and the scores", "drop --predictor and --scores, or --fit")
         predictor, a.scores = load_fit(a.fit, m)
-        a.predictor = None if a.gguf_dtype == "auto" else predictor   # auto chooses the widths itself: the fit's scores only
+        a.predictor = None if a.gguf_dtype == "auto" or a.heads else predictor   # auto chooses the widths itself: the fit's scores only
+    if a.heads: return _prune_heads(m, proc, a)
     if a.gguf_dtype == "auto": return _prune_auto(m, proc, a)
     dtype, file, multiple_of = _storage(m, a)
     _, info = prune_to(m, a.target, a.predictor, a.scores, multiple_of, params=a.params, size=a.size, latency=a.latency,
@@ -406,6 +441,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gguf-dtype", choices=[*GGUF_DTYPES, "auto"], help="with --format gguf: the GGUF file's weights (default f16): f32, f16, "
                    "llama.cpp's 32-value blocks q8_0 ... q4_0 and iq4_nl, source (each tensor on the grid of the GGUF file the model came from), "
                    "or auto with --size: each layer's width and type chosen together for the size (lop.mixed)")
+    s.add_argument("--heads", action="store_true", help="with --params: prune attention heads too, each layer's neurons and heads chosen together "
+                   "(a table of single changes measured once on --data, kept beside --out)")
     s.add_argument("--sensitivity", metavar="FILE", help="with --gguf-dtype auto: the cost table of lop.mixed (read if it exists, else measured and saved there)")
     return p
 

@@ -110,3 +110,26 @@ def test_an_hf_folder_with_pruned_heads_loads_without_lop(tmp_path, family):
     assert r.returncode == 0, r.stderr[-3000:]
     assert eval(r.stdout.strip().splitlines()[-1]) == [a.q.out_features for a in find_attentions(m)]
     assert torch.allclose(torch.load(tmp_path/"y.pt"), y, rtol=0, atol=1e-5 * float(y.abs().max()))   # another process: its own thread count
+
+def test_prune_neurons_and_heads_from_the_command_line(tmp_path, capsys):
+    "`lop prune --params P --heads`: the table measured once (reused by the next budget), the model within P, fewer heads, every format."
+    import json, transformers as tf
+    from lop.cli import main
+    from lop.prune import save_pruned, load_pruned
+    from test_gguf import byte_bpe
+    tok = byte_bpe(); cfg = tf.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                                          num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.1)
+    torch.manual_seed(0); save_pruned(tf.LlamaForCausalLM(cfg).eval(), tmp_path/"dense", tok)
+    assert main(["importance", "--model", str(tmp_path/"dense"), "--n", "4", "--out", str(tmp_path/"s.safetensors")]) == 0
+    dense = load_pruned(tmp_path/"dense").num_parameters()
+    base = ["prune", "--model", str(tmp_path/"dense"), "--heads", "--scores", str(tmp_path/"s.safetensors"), "--multiple-of", "8"]
+    assert main(base + ["--params", str(int(0.7 * dense)), "--out", str(tmp_path/"a")]) == 0
+    assert "measuring the cost of every layer's neurons and heads" in capsys.readouterr().out
+    m = load_pruned(tmp_path/"a")
+    assert m.num_parameters() <= 0.7 * dense and sum(a.n_heads for a in find_attentions(m)) < 12
+    assert main(base + ["--params", str(int(0.8 * dense)), "--out", str(tmp_path/"a"), "--format", "hf"]) == 0   # another budget, same table
+    assert "joint table:" in capsys.readouterr().out and load_pruned(tmp_path/"a").num_parameters() <= 0.8 * dense
+    assert main(base + ["--params", str(int(0.7 * dense)), "--out", str(tmp_path/"g"), "--format", "gguf", "--gguf-dtype", "f32"]) == 0
+    assert json.loads((tmp_path/"g"/"lop.json").read_text())["gguf"]["check"]["ok"]
+    assert main(base[:-2] + ["--target", "0.3", "--out", str(tmp_path/"b")]) == 2
+    assert "--heads chooses neurons and heads for a parameter budget" in capsys.readouterr().err
