@@ -215,17 +215,18 @@ def _prune_heads(m, proc, a):
     check(a.predictor is None and a.gguf_dtype != "auto", "--heads chooses the widths and heads itself", "drop --predictor and --gguf-dtype auto")
     dtype, file, multiple_of = _storage(m, a)
     scores, td = _scores_of(m, a), _text(proc, a, calibration=16, validation=4, seq_len=128)
-    hs = head_importance(m, td.calibration)
     path = Path(a.out).parent/f"{Path(a.out).name}.heads.json"
-    want = dict(scores=scores_fingerprint(scores), head_scores=scores_fingerprint(hs), data=fingerprint(td.validation), multiple_of=multiple_of)
+    want = dict(scores=scores_fingerprint(scores), data=fingerprint(td.validation), head_data=fingerprint(*[b["input_ids"] for b in td.calibration]),
+                multiple_of=multiple_of)
     table = JointTable.load(path) if path.is_file() else None
     if table is not None: table.check_model(m)
-    if table is None or any(table.meta.get(k) != v for k, v in want.items()):
+    if table is None or table.head_scores is None or any(table.meta.get(k) != v for k, v in want.items()):
         print(f"measuring the cost of every layer's neurons and heads on {a.corpus}'s validation split (once; saved to {path})")
-        table = joint_sensitivity(m, scores, hs, td.validation, multiple_of=multiple_of); table.save(path)
+        table = joint_sensitivity(m, scores, head_importance(m, td.calibration), td.validation, multiple_of=multiple_of)
+        table.meta["head_data"] = want["head_data"]; table.save(path)
     else: print(f"joint table: {path}")
     p = choose_joint(table, a.params)
-    prune_joint(m, p, scores, hs, multiple_of)
+    prune_joint(m, p, scores, table.head_scores, multiple_of)
     atts = find_attentions(m)
     print(f"chosen in {p.seconds * 1e3:.1f} ms: {m.num_parameters():,} parameters; FFN mean ratio {sum(p.ratios) / len(p.ratios):.3f}; "
           f"{sum(a_.n_heads for a_ in atts)} query heads in {sum(a_.n_kv for a_ in atts)} key-value groups; "

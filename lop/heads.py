@@ -195,15 +195,16 @@ def _attn_params(a:Attention, groups:int, per_group:int) -> int:
 
 @dataclass
 class JointTable:
-    "Per layer, the FFN choices (ratio, kept, params, kl) and the head choices (groups, per_group, params, kl); `fixed`: every other parameter."
-    ffn:list; heads:list; fixed:int; meta:dict
-    def save(self, path) -> Path: return write_json_atomic(path, dict(ffn=self.ffn, heads=self.heads, fixed=self.fixed, meta=self.meta))
+    """Per layer, the FFN choices (ratio, kept, params, kl) and the head choices (groups, per_group, params, kl); `fixed`: every other
+    parameter; `head_scores`: the head importance the choices keep heads by."""
+    ffn:list; heads:list; fixed:int; meta:dict; head_scores:list|None=None
+    def save(self, path) -> Path: return write_json_atomic(path, dict(ffn=self.ffn, heads=self.heads, fixed=self.fixed, meta=self.meta, head_scores=self.head_scores))
     @classmethod
     def load(cls, path) -> "JointTable":
         try: d = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e: raise LOPError(f"cannot read the joint table {path} ({type(e).__name__})", "measure it again with joint_sensitivity") from None
         check(isinstance(d, dict) and {"ffn", "heads", "fixed", "meta"} <= set(d), f"{path} is not a joint table of lop", "measure it again with joint_sensitivity")
-        return cls(d["ffn"], d["heads"], d["fixed"], d["meta"])
+        return cls(d["ffn"], d["heads"], d["fixed"], d["meta"], d.get("head_scores"))
     def check_model(self, model:nn.Module):
         check(self.meta.get("model") == model_fingerprint(model), "the joint table was measured on another model", "measure it on this model")
 
@@ -253,7 +254,7 @@ def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0
     fixed = model.num_parameters() - sum(f.width * _per_neuron(f) for f in ffns) - sum(_attn_params(a, a.n_kv, a.group) for a in atts)
     meta = dict(model=model_fingerprint(model), scores=scores_fingerprint(scores), head_scores=scores_fingerprint(head_scores), data=fingerprint(ids),
                 ratios=list(map(float, ratios)), multiple_of=multiple_of, windows=list(ids.shape), seconds=round(time.perf_counter() - t0, 1))
-    return JointTable(ffn_rows, head_rows, int(fixed), meta)
+    return JointTable(ffn_rows, head_rows, int(fixed), meta, [[float(v) for v in s] for s in head_scores])
 
 # %% ../nbs/33_heads.ipynb 22
 @dataclass
@@ -285,7 +286,8 @@ def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> Jo
                      int(table.fixed + sum(f["params"] + h["params"] for f, h in pick)), got[0], int(budget), time.perf_counter() - t0)
 
 def prune_joint(model:nn.Module, plan:JointPlan, scores, head_scores, multiple_of:int=32) -> nn.Module:
-    "Remove, in place, the FFN neurons and heads `plan` (from `choose_joint`) prunes, with the scores its table was measured with."
+    "Remove, in place, the FFN neurons and heads `plan` (from `choose_joint`) prunes, with the scores its table was measured with (`table.head_scores`)."
+    head_scores = [torch.as_tensor(s, dtype=torch.float32) for s in head_scores]
     fplan = make_plan(scores, plan.ratios, multiple_of)
     check([len(k) for k in fplan.keep] == list(plan.kept), "the plan's widths differ from those these scores give (another multiple_of or other scores)",
           "pass the scores and multiple_of the table was measured with")

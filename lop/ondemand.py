@@ -108,12 +108,29 @@ def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
         _CURVES[key] = latency_curve(model, allocate, ratios, multiple_of, hi=predictor.hi, **kw)
     return _CURVES[key]
 
+def _prune_heads(model, heads, scores, params, kind, t0, t1):
+    "`prune_to(..., params=P, heads=table)`: the joint choice of `lop.heads` under P parameters."
+    from lop.heads import JointTable, choose_joint, prune_joint
+    from lop.mixed import scores_fingerprint
+    check(kind == "params", f"heads= chooses neurons and heads for a parameter budget; this target is {kind}", "ask for params=, e.g. '90M'")
+    table = heads if isinstance(heads, JointTable) else JointTable.load(heads)
+    table.check_model(model)
+    check(table.head_scores is not None, "the joint table holds no head scores", "measure it again with lop.heads.joint_sensitivity")
+    check(table.meta.get("scores") == scores_fingerprint(scores), "the joint table was measured with other neuron scores than these",
+          "pass the scores it was made with (scores= or fit=), or measure another table")
+    plan = choose_joint(table, params)
+    prune_joint(model, plan, scores, table.head_scores, table.meta.get("multiple_of", 32))
+    t2 = time.perf_counter()
+    return model, dict(ratios=plan.ratios, kept=plan.kept, shapes=plan.shapes, params=model.num_parameters(), table_kl=plan.kl,
+                       seconds=dict(load=t1 - t0, choose=plan.seconds, total=t2 - t1))
+
 def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Importance|str|None=None, multiple_of:int=1, *,
              params=None, size=None, latency=None, dtype=None, measure:bool=True, curve:LatencyCurve|None=None, latency_kw:dict|None=None,
-             file:str|None=None, tokenizer=None, fit=None):
+             file:str|None=None, tokenizer=None, fit=None, heads=None):
     """Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype` (with `file='gguf'`: the GGUF file on
     disk, its tokenizer from `tokenizer` or the model's source file), or decode `latency`) with the predictor's allocation; returns
-    (model, info). A target of 0 leaves the model dense. `fit`: a folder `lop fit` wrote, instead of `predictor` and `scores`."""
+    (model, info). A target of 0 leaves the model dense. `fit`: a folder `lop fit` wrote, instead of `predictor` and `scores`. `heads`: a
+    `lop.heads.JointTable` (or its file) measured with these scores: with `params`, each layer's neurons and heads chosen together from it."""
     kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")
@@ -121,6 +138,11 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
     if fit is not None:
         check(predictor is None and scores is None, "fit= holds the predictor and the scores", "pass fit=, or predictor= and scores=")
         predictor, scores = load_fit(fit, model)
+    if heads is not None:   # the neuron scores only (given, the fit's, or shipped): the table replaces the predictor
+        if scores is None: _, scores = _resolve(model, predictor, scores)
+        if isinstance(scores, (str, Path)): scores = _load_cached(load_importance, scores)
+        if scores.meta.get("model") != model_fingerprint(model): check_importance(scores, model)
+        return _prune_heads(model, heads, scores, params, kind, t0, time.perf_counter())
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
     if kind == "ratio": ratios, goal = np.zeros(len(scores)) if target == 0 else _predicted(predictor, target), None   # 0: nothing pruned

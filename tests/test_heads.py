@@ -133,3 +133,18 @@ def test_prune_neurons_and_heads_from_the_command_line(tmp_path, capsys):
     assert json.loads((tmp_path/"g"/"lop.json").read_text())["gguf"]["check"]["ok"]
     assert main(base[:-2] + ["--target", "0.3", "--out", str(tmp_path/"b")]) == 2
     assert "--heads chooses neurons and heads for a parameter budget" in capsys.readouterr().err
+
+def test_prune_to_with_a_joint_table():
+    "`prune_to(model, params=P, heads=table)`: the table's choice, its own head scores; a table of other scores, or another target, refused."
+    from lop.importance import collect_importance
+    from lop.heads import joint_sensitivity, JointTable
+    from lop.ondemand import prune_to
+    m = toy_model("llama", layers=3, hidden=32, ffn=64)
+    cal = [toy_batch(m, (6, 10), image=False, seed=s) for s in range(2)]
+    sc, hs = collect_importance(m, cal, progress=False), head_importance(m, cal, progress=False)
+    tab = joint_sensitivity(m, sc, hs, cal[0]["input_ids"], ratios=(0.0, 0.5), multiple_of=1, progress=False)
+    budget = int(0.7 * m.num_parameters())
+    p, info = prune_to(copy.deepcopy(m), params=budget, scores=sc, heads=tab)
+    assert p.num_parameters() == info["params"] <= budget and [(a.n_kv, a.group) for a in find_attentions(p)] == info["shapes"]
+    with pytest.raises(LOPError, match="other neuron scores"): prune_to(copy.deepcopy(m), params=budget, scores=collect_importance(m, cal, "magnitude", progress=False), heads=tab)
+    with pytest.raises(LOPError, match="parameter budget"): prune_to(copy.deepcopy(m), 0.3, scores=sc, heads=tab)
