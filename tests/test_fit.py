@@ -53,4 +53,5 @@ def test_a_fit_on_two_workers_writes_the_serial_fit(tmp_path):
     for name in ("dataset.jsonl", "heldout.jsonl"):
         a, b = (sorted((r["target"], r["ratios"], r["reward"]) for r in read_dataset(d/name)) for d in (tmp_path/"one", tmp_path/"two"))
         assert a == b and len(a) > 0
-    assert one["heldout_error"] == two["heldout_error"]
+    assert one["heldout_error"]["targets"] == two["heldout_error"]["targets"]   # the predictor trained on the same data, on other thread counts:
+    assert two["heldout_error"]["mae"] == pytest.approx(one["heldout_error"]["mae"], rel=1e-4)   # the same up to rounding
