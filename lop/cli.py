@@ -209,7 +209,8 @@ def _scores_of(m, a):
 def _prune_heads(m, proc, a):
     """`lop prune --params P --heads`: each layer's FFN width and heads chosen together (lop.heads) for at most P parameters, from a
     table of single changes measured once on --data (calibration windows for the head scores, validation windows for the KL), kept beside --out."""
-    from lop.heads import head_importance, joint_sensitivity, JointTable, choose_joint, prune_joint, find_attentions
+    from lop.heads import head_importance, find_attentions
+    from lop.joint import joint_sensitivity, JointTable, choose_joint, prune_joint
     from lop.mixed import scores_fingerprint
     check(a.params is not None, "--heads chooses neurons and heads for a parameter budget", "pass --params 90M")
     check(a.predictor is None and a.gguf_dtype != "auto", "--heads chooses the widths and heads itself", "drop --predictor and --gguf-dtype auto")

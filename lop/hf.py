@@ -95,8 +95,7 @@ def hf_config(model:nn.Module) -> transformers.PreTrainedConfig:
     bias = [f.down.bias is not None for f in ffns]
     heads = getattr(model.config, "lop_heads", None) or getattr(text, "lop_heads", None)
     if heads:   # per-layer head counts (lop.heads): each layer's attention built at its own, the head size stated (not derived)
-        from lop.heads import find_attentions
-        hd = [a.head_dim for a in find_attentions(model)]
+        hd = [layer.self_attn.head_dim for layer in language_backbone(model)[2]]
         att = [dict(num_attention_heads=h, num_key_value_heads=k, head_dim=d) for h, k, d in zip(heads["heads"], heads["kv_heads"], hd)]
     else: att = [{}] * len(ffns)
     text.per_layer_config = {i: dict(intermediate_size=f.width, **(dict(down_proj_bias=b) if any(bias) else {}), **a)

@@ -110,12 +110,12 @@ def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
 
 def _prune_heads(model, heads, scores, params, kind, t0, t1):
     "`prune_to(..., params=P, heads=table)`: the joint choice of `lop.heads` under P parameters."
-    from lop.heads import JointTable, choose_joint, prune_joint
+    from lop.joint import JointTable, choose_joint, prune_joint
     from lop.mixed import scores_fingerprint
     check(kind == "params", f"heads= chooses neurons and heads for a parameter budget; this target is {kind}", "ask for params=, e.g. '90M'")
     table = heads if isinstance(heads, JointTable) else JointTable.load(heads)
     table.check_model(model)
-    check(table.head_scores is not None, "the joint table holds no head scores", "measure it again with lop.heads.joint_sensitivity")
+    check(table.head_scores is not None, "the joint table holds no head scores", "measure it again with lop.joint.joint_sensitivity")
     check(table.meta.get("scores") == scores_fingerprint(scores), "the joint table was measured with other neuron scores than these",
           "pass the scores it was made with (scores= or fit=), or measure another table")
     plan = choose_joint(table, params)
@@ -130,7 +130,7 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
     """Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype` (with `file='gguf'`: the GGUF file on
     disk, its tokenizer from `tokenizer` or the model's source file), or decode `latency`) with the predictor's allocation; returns
     (model, info). A target of 0 leaves the model dense. `fit`: a folder `lop fit` wrote, instead of `predictor` and `scores`. `heads`: a
-    `lop.heads.JointTable` (or its file) measured with these scores: with `params`, each layer's neurons and heads chosen together from it."""
+    `lop.joint.JointTable` (or its file) measured with these scores: with `params`, each layer's neurons and heads chosen together from it."""
     kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")

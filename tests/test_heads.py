@@ -60,7 +60,7 @@ def test_a_gguf_with_per_layer_heads_runs_in_llama_cpp(tmp_path, dtype):
 def test_a_joint_plan_holds_exactly_its_parameters_on_every_family(family):
     "Counted, not estimated: Qwen2's q/k/v biases and Gemma-3's q/k norms included, the pruned model's parameters are the plan's."
     from lop.importance import collect_importance
-    from lop.heads import joint_sensitivity, choose_joint, prune_joint
+    from lop.joint import joint_sensitivity, choose_joint, prune_joint
     m = tiny_gemma3() if family == "gemma3" else toy_model(family)
     vocab = m.get_input_embeddings().weight.shape[0]
     cal = [dict(input_ids=torch.randint(0, vocab, (4, 10), generator=torch.Generator().manual_seed(s))) for s in range(2)]
@@ -137,7 +137,7 @@ def test_prune_neurons_and_heads_from_the_command_line(tmp_path, capsys):
 def test_prune_to_with_a_joint_table():
     "`prune_to(model, params=P, heads=table)`: the table's choice, its own head scores; a table of other scores, or another target, refused."
     from lop.importance import collect_importance
-    from lop.heads import joint_sensitivity, JointTable
+    from lop.joint import joint_sensitivity, JointTable
     from lop.ondemand import prune_to
     m = toy_model("llama", layers=3, hidden=32, ffn=64)
     cal = [toy_batch(m, (6, 10), image=False, seed=s) for s in range(2)]
