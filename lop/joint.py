@@ -111,6 +111,11 @@ def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> Jo
         budget = parse_params(budget)
     check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of parameters, got {budget!r}", "pass e.g. '100M'")
     check(isinstance(unit, int) and unit >= 1, f"unit must be a positive number of parameters, got {unit!r}", "leave it at 4096")
+    rows = [o for layer in table.ffn + table.heads for o in layer]
+    check(len(table.ffn) == len(table.heads) > 0 and all(len(layer) > 0 for layer in table.ffn + table.heads) and all(
+          isinstance(o, dict) and isinstance(o.get("kl"), (int, float)) and math.isfinite(o["kl"]) and o["kl"] >= 0
+          and isinstance(o.get("params"), int) and o["params"] >= 0 for o in rows),
+          "the joint table is damaged: a layer has no choice, or a choice lacks a finite KL ≥ 0 or a parameter count", "measure it again with joint_sensitivity")
     options = []
     for fr, hr in zip(table.ffn, table.heads):
         hs = hr if heads else [max(hr, key=lambda h: h["params"])]   # the whole attention holds the most
