@@ -207,12 +207,13 @@ def _scores_of(m, a):
     check_importance(scores, m); return scores
 
 def _prune_heads(m, proc, a):
-    """`lop prune --params P --heads`: each layer's FFN width and heads chosen together (lop.heads) for at most P parameters, from a
+    """`lop prune --params P --heads` (or `--size S`): each layer's FFN width and heads chosen together (lop.joint) for at most P parameters (or S bytes as --size counts them), from a
     table of single changes measured once on --data (calibration windows for the head scores, validation windows for the KL), kept beside --out."""
     from lop.heads import head_importance, find_attentions
-    from lop.joint import joint_sensitivity, JointTable, choose_joint, prune_joint
+    from lop.joint import joint_sensitivity, JointTable, choose_joint, prune_joint, choose_joint_size
+    from lop.targets import Counter, parse_size
     from lop.mixed import scores_fingerprint
-    check(a.params is not None, "--heads chooses neurons and heads for a parameter budget", "pass --params 90M")
+    check(a.params is not None or a.size is not None, "--heads chooses neurons and heads for a parameter or byte budget", "pass --params 90M or --size 150MB")
     check(a.predictor is None and a.gguf_dtype != "auto", "--heads chooses the widths and heads itself", "drop --predictor and --gguf-dtype auto")
     dtype, file, multiple_of = _storage(m, a)
     scores, td = _scores_of(m, a), _text(proc, a, calibration=16, validation=4, seq_len=128)
@@ -226,7 +227,8 @@ def _prune_heads(m, proc, a):
         table = joint_sensitivity(m, scores, head_importance(m, td.calibration), td.validation, multiple_of=multiple_of)
         table.meta["head_data"] = want["head_data"]; table.save(path)
     else: print(f"joint table: {path}")
-    p = choose_joint(table, a.params)
+    if a.params is not None: p = choose_joint(table, a.params)
+    else: p, _ = choose_joint_size(m, table, parse_size(a.size), lambda x: Counter(x, dtype, file=file, tokenizer=proc).dense, scores, multiple_of=multiple_of)
     prune_joint(m, p, scores, table.head_scores, multiple_of)
     atts = find_attentions(m)
     print(f"chosen in {p.seconds * 1e3:.1f} ms: {m.num_parameters():,} parameters; FFN mean ratio {sum(p.ratios) / len(p.ratios):.3f}; "
@@ -443,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gguf-dtype", choices=[*GGUF_DTYPES, "auto"], help="with --format gguf: the GGUF file's weights (default f16): f32, f16, "
                    "llama.cpp's 32-value blocks q8_0 ... q4_0 and iq4_nl, source (each tensor on the grid of the GGUF file the model came from), "
                    "or auto with --size: each layer's width and type chosen together for the size (lop.mixed)")
-    s.add_argument("--heads", action="store_true", help="with --params: prune attention heads too, each layer's neurons and heads chosen together "
+    s.add_argument("--heads", action="store_true", help="with --params or --size: prune attention heads too, each layer's neurons and heads chosen together "
                    "(a table of single changes measured once on --data, kept beside --out)")
     s.add_argument("--sensitivity", metavar="FILE", help="with --gguf-dtype auto: the cost table of lop.mixed (read if it exists, else measured and saved there)")
     return p

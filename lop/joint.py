@@ -11,15 +11,15 @@ from .core import *
 from .heads import Attention, find_attentions, make_head_plan, masked_heads, slice_heads
 
 # %% auto 0
-__all__ = ['JointTable', 'joint_sensitivity', 'JointPlan', 'choose_joint', 'prune_joint']
+__all__ = ['JointTable', 'joint_sensitivity', 'JointPlan', 'choose_joint', 'prune_joint', 'choose_joint_size']
 
 # %% ../nbs/35_joint.ipynb 5
-import json, math, time
+import copy, json, math, time
 from pathlib import Path
 import numpy as np
 from .models import find_ffns, model_fingerprint, input_device
 from .prune import make_plan, masked, slice_ffn
-from .mixed import knapsack, scores_fingerprint
+from .mixed import knapsack, scores_fingerprint, _kl
 
 def _per_neuron(f) -> int:
     "Parameters one FFN neuron holds: its gate and up rows (with their biases) and its down column."
@@ -47,10 +47,6 @@ class JointTable:
     def check_model(self, model:nn.Module):
         check(self.meta.get("model") == model_fingerprint(model), "the joint table was measured on another model", "measure it on this model")
 
-def _kl_to(model, ids, ref) -> float:
-    with torch.no_grad(): logp = model(input_ids=ids).logits.float().log_softmax(-1)
-    return max(0.0, float((ref.exp() * (ref - logp)).sum(-1).mean()))   # a KL is ≥ 0: float rounding below it is 0
-
 def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), shapes=None,
                       multiple_of:int=32, progress:bool=True) -> JointTable:
     """The KL (on the token `windows`, n × L) and the parameters of every single change of `model`: each layer's FFN at each of `ratios`
@@ -67,9 +63,12 @@ def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0
     for a, ss in zip(atts, per_layer):
         check(all(1 <= g <= a.n_kv and 1 <= q <= a.group for g, q in ss) and (a.n_kv, a.group) in ss,
               f"layer {a.index}: shapes {ss} must lie within {a.n_kv} groups of {a.group} heads and include the whole attention", "add (n_kv, n_heads // n_kv)")
+    t0 = time.perf_counter()
     with torch.no_grad(): ref = model(input_ids=ids).logits.float().log_softmax(-1)
-    whole = [(a.n_kv, a.group) for a in atts]
-    bar = tqdm(total=sum(len(ratios) - 1 + len(ss) - 1 for ss in per_layer), desc="joint sensitivity", disable=not progress, leave=False)
+    whole, n = [(a.n_kv, a.group) for a in atts], sum(len(ratios) - 1 + len(ss) - 1 for ss in per_layer)
+    if progress: print(f"joint sensitivity: {n} changes, a forward pass of {ids.shape[0]} × {ids.shape[1]} tokens each "
+                       f"(the first took {time.perf_counter() - t0:.2f} s): about {n * (time.perf_counter() - t0) / 60:.0f} min", flush=True)
+    bar = tqdm(total=n, desc="joint sensitivity", disable=not progress, leave=False)
     t0, ffn_rows, head_rows = time.perf_counter(), [], []
     for i, (f, a) in enumerate(zip(ffns, atts)):
         row = []
@@ -77,7 +76,7 @@ def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0
             plan = make_plan(scores, [r if j == i else 0.0 for j in range(len(ffns))], multiple_of)
             k = len(plan.keep[i]); kl = 0.0
             if k < f.width:
-                with masked(model, plan): kl = _kl_to(model, ids, ref)
+                with masked(model, plan): kl = _kl(model, {}, ids, ref)
                 bar.update()
             row.append(dict(ratio=float(r), kept=k, params=k * _per_neuron(f), kl=kl))
         ffn_rows.append(row); row = []
@@ -85,7 +84,7 @@ def joint_sensitivity(model:nn.Module, scores, head_scores, windows, ratios=(0.0
             kl = 0.0
             if (g, q) != whole[i]:
                 with masked_heads(model, make_head_plan(head_scores, [b.n_kv for b in atts], [(g, q) if j == i else w for j, w in enumerate(whole)])):
-                    kl = _kl_to(model, ids, ref)
+                    kl = _kl(model, {}, ids, ref)
                 bar.update()
             row.append(dict(groups=g, per_group=q, params=_attn_params(a, g, q), kl=kl))
         head_rows.append(row)
@@ -137,3 +136,27 @@ def prune_joint(model:nn.Module, plan:JointPlan, scores, head_scores, multiple_o
           "pass the scores and multiple_of the table was measured with")
     slice_ffn(model, fplan)
     return slice_heads(model, make_head_plan(head_scores, [a.n_kv for a in find_attentions(model)], plan.shapes))
+
+def choose_joint_size(model:nn.Module, table:JointTable, size:int, count, scores, heads:bool=True, multiple_of:int=32, unit:int=4096) -> tuple[JointPlan, int]:
+    """The joint choice for at most `size` bytes as `count(pruned model)` counts them (e.g. `lambda m: Counter(m, "q8_0", file="gguf").dense`):
+    the largest parameter budget whose choice counts at most `size`, by bisection (each step prunes a copy of `model` and counts it).
+    Returns the plan and its bytes."""
+    t0, memo = time.perf_counter(), {}
+    def bytes_of(p):
+        key = (tuple(p.kept), tuple(p.shapes))
+        if key not in memo: memo[key] = int(count(prune_joint(copy.deepcopy(model), p, scores, table.head_scores, multiple_of)))
+        return memo[key]
+    check(isinstance(size, (int, np.integer)) and size > 0, f"the size must be a positive number of bytes, got {size!r}", "pass e.g. parse_size('80MB')")
+    top = choose_joint(table, table.fixed + sum(max(f["params"] for f in fr) + max(h["params"] for h in hr) for fr, hr in zip(table.ffn, table.heads)), heads, unit)
+    if bytes_of(top) <= size: return top, bytes_of(top)       # the dense model fits
+    lo_p = table.fixed + sum(unit * min(-(-(f["params"] + h["params"]) // unit) for f in fr for h in (hr if heads else [max(hr, key=lambda h: h["params"])])) for fr, hr in zip(table.ffn, table.heads))
+    low = choose_joint(table, lo_p + unit, heads, unit)
+    check(bytes_of(low) <= size, f"no model of these choices fits in {size:,} bytes: the smallest counts {bytes_of(low):,}",
+          f"ask for {math.ceil(bytes_of(low) / 1e5) / 10:.1f} MB or more{'' if heads else ', allow heads'}, or measure the table with higher ratios")
+    lo, hi, best = lo_p + unit, top.params, low                # bytes_of(choice at lo) ≤ size < bytes_of(choice at hi)
+    while hi - lo > unit:
+        mid = (lo + hi) // 2; p = choose_joint(table, mid, heads, unit)
+        if bytes_of(p) <= size: lo, best = mid, (p if p.params >= best.params else best)
+        else: hi = mid
+    best.seconds = time.perf_counter() - t0
+    return best, bytes_of(best)

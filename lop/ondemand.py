@@ -108,18 +108,24 @@ def _curve(model, predictor, allocate, multiple_of, kw) -> LatencyCurve:
         _CURVES[key] = latency_curve(model, allocate, ratios, multiple_of, hi=predictor.hi, **kw)
     return _CURVES[key]
 
-def _prune_heads(model, heads, scores, params, kind, t0, t1):
-    "`prune_to(..., params=P, heads=table)`: the joint choice of `lop.heads` under P parameters."
-    from lop.joint import JointTable, choose_joint, prune_joint
+def _prune_heads(model, heads, scores, kind, t0, t1, params=None, size=None, dtype=None, file=None, tokenizer=None):
+    "`prune_to(..., params=P or size=S, heads=table)`: the joint choice of `lop.joint` under P parameters or S bytes (in `dtype`, of a `file`)."
+    from lop.joint import JointTable, choose_joint, prune_joint, choose_joint_size
     from lop.mixed import scores_fingerprint
-    check(kind == "params", f"heads= chooses neurons and heads for a parameter budget; this target is {kind}", "ask for params=, e.g. '90M'")
+    check(kind in ("params", "size"), f"heads= chooses neurons and heads for a parameter or byte budget; this target is {kind}",
+          "ask for params= or size=, e.g. '90M' or '150MB'")
     table = heads if isinstance(heads, JointTable) else JointTable.load(heads)
     table.check_model(model)
     check(table.head_scores is not None, "the joint table holds no head scores", "measure it again with lop.joint.joint_sensitivity")
     check(table.meta.get("scores") == scores_fingerprint(scores), "the joint table was measured with other neuron scores than these",
           "pass the scores it was made with (scores= or fit=), or measure another table")
-    plan = choose_joint(table, params)
-    prune_joint(model, plan, scores, table.head_scores, table.meta.get("multiple_of", 32))
+    mult = table.meta.get("multiple_of", 32)
+    if kind == "params": plan = choose_joint(table, params)
+    else:
+        from lop.targets import Counter, parse_size, dtype_name
+        dtype = dtype_name(dtype or ("f16" if file else next(model.parameters()).dtype))
+        plan, _ = choose_joint_size(model, table, parse_size(size), lambda m: Counter(m, dtype, file=file, tokenizer=tokenizer).dense, scores, multiple_of=mult)
+    prune_joint(model, plan, scores, table.head_scores, mult)
     t2 = time.perf_counter()
     return model, dict(ratios=plan.ratios, kept=plan.kept, shapes=plan.shapes, params=model.num_parameters(), table_kl=plan.kl,
                        seconds=dict(load=t1 - t0, choose=plan.seconds, total=t2 - t1))
@@ -130,7 +136,7 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
     """Prune `model` in place to one target (mean FFN ratio `target`, `params`, `size` in `dtype` (with `file='gguf'`: the GGUF file on
     disk, its tokenizer from `tokenizer` or the model's source file), or decode `latency`) with the predictor's allocation; returns
     (model, info). A target of 0 leaves the model dense. `fit`: a folder `lop fit` wrote, instead of `predictor` and `scores`. `heads`: a
-    `lop.joint.JointTable` (or its file) measured with these scores: with `params`, each layer's neurons and heads chosen together from it."""
+    `lop.joint.JointTable` (or its file) measured with these scores: with `params` or `size`, each layer's neurons and heads chosen together from it."""
     kind, _ = _one_target(ratio=target, params=params, size=size, latency=latency)   # before anything is loaded
     check(dtype is None or kind == "size", f"dtype={dtype!r} counts the bytes of a size target; this target is {kind}",
           "drop dtype, or ask for size= in that dtype")
@@ -142,7 +148,7 @@ def prune_to(model:nn.Module, target:float|None=None, predictor=None, scores:Imp
         if scores is None: _, scores = _resolve(model, predictor, scores)
         if isinstance(scores, (str, Path)): scores = _load_cached(load_importance, scores)
         if scores.meta.get("model") != model_fingerprint(model): check_importance(scores, model)
-        return _prune_heads(model, heads, scores, params, kind, t0, time.perf_counter())
+        return _prune_heads(model, heads, scores, kind, t0, time.perf_counter(), params, size, dtype, file, tokenizer)
     predictor, scores = _resolve(model, predictor, scores)
     t1 = time.perf_counter()
     if kind == "ratio": ratios, goal = np.zeros(len(scores)) if target == 0 else _predicted(predictor, target), None   # 0: nothing pruned

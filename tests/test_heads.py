@@ -131,8 +131,14 @@ def test_prune_neurons_and_heads_from_the_command_line(tmp_path, capsys):
     assert "joint table:" in capsys.readouterr().out and load_pruned(tmp_path/"a").num_parameters() <= 0.8 * dense
     assert main(base + ["--params", str(int(0.7 * dense)), "--out", str(tmp_path/"g"), "--format", "gguf", "--gguf-dtype", "f32"]) == 0
     assert json.loads((tmp_path/"g"/"lop.json").read_text())["gguf"]["check"]["ok"]
+    from lop.targets import Counter
+    full = Counter(load_pruned(tmp_path/"dense"), "q8_0", file="gguf", tokenizer=tok).dense
+    size = int(0.75 * full)                           # a byte budget: the q8_0 file on disk, the same table
+    assert main(base + ["--size", str(size), "--out", str(tmp_path/"s"), "--format", "gguf", "--gguf-dtype", "q8_0"]) == 0
+    on_disk = (tmp_path/"s"/"model.gguf").stat().st_size
+    assert 0.9 * size < on_disk <= size and json.loads((tmp_path/"s"/"lop.json").read_text())["gguf"]["check"]["ok"]
     assert main(base[:-2] + ["--target", "0.3", "--out", str(tmp_path/"b")]) == 2
-    assert "--heads chooses neurons and heads for a parameter budget" in capsys.readouterr().err
+    assert "--heads chooses neurons and heads for a parameter or byte budget" in capsys.readouterr().err
 
 def test_prune_to_with_a_joint_table():
     "`prune_to(model, params=P, heads=table)`: the table's choice, its own head scores; a table of other scores, or another target, refused."
@@ -147,4 +153,6 @@ def test_prune_to_with_a_joint_table():
     p, info = prune_to(copy.deepcopy(m), params=budget, scores=sc, heads=tab)
     assert p.num_parameters() == info["params"] <= budget and [(a.n_kv, a.group) for a in find_attentions(p)] == info["shapes"]
     with pytest.raises(LOPError, match="other neuron scores"): prune_to(copy.deepcopy(m), params=budget, scores=collect_importance(m, cal, "magnitude", progress=False), heads=tab)
-    with pytest.raises(LOPError, match="parameter budget"): prune_to(copy.deepcopy(m), 0.3, scores=sc, heads=tab)
+    with pytest.raises(LOPError, match="parameter or byte budget"): prune_to(copy.deepcopy(m), 0.3, scores=sc, heads=tab)
+    p, info = prune_to(copy.deepcopy(m), size=4 * budget, dtype="f32", scores=sc, heads=tab)   # f32: 4 bytes a parameter, the same choice
+    assert info["shapes"] == prune_to(copy.deepcopy(m), params=budget, scores=sc, heads=tab)[1]["shapes"] and 4 * p.num_parameters() <= 4 * budget
