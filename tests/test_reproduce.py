@@ -10,7 +10,7 @@ TABLES = ["testbed_dense", "testbed_uniform_curve", "testbed_layer_sensitivity",
           *(f"real_{t}_smollm2-135m" for t in ("table1", "significance", "heldout", "table3", "data")),
           "teachers_smollm2-135m", "reward_noise_smollm2-135m", "teachers_testbed", "reward_noise_testbed",
           *(f"recovery_{t}smollm2-135m" for t in ("", "significance_", "recipe_", "curves_")), "recovery_testbed",
-          "chat_recovery_smollm2-135m", "chat_recovery_significance_smollm2-135m", "heads_smollm2-135m", "heads_significance_smollm2-135m",
+          "chat_recovery_smollm2-135m", "chat_recovery_significance_smollm2-135m", "heads_smollm2-135m", "heads_significance_smollm2-135m", "heads_recovered_smollm2-135m", "heads_llama_cpp_smollm2-135m",
           "frontier_smollm2-135m", "frontier_vs_quantisation_smollm2-135m"]
 FIGURES = ["testbed_pruning_curve", "fig4_mcts_progress", "fig1_overview", "fig2_importance", "ratio_profiles",
            "accuracy_vs_ratio", "time_breakdown", "real_ppl_vs_ratio_smollm2-135m", "real_ratio_profiles_smollm2-135m",
