@@ -101,14 +101,8 @@ class JointPlan:
     ratios:list; kept:list; shapes:list; params:int; kl:float; budget:int; seconds:float
     def to_dict(self) -> dict: return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
-def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> JointPlan:
-    """Per layer, the FFN choice and (with `heads`) the head shape with the least summed KL whose model holds at most `budget` parameters
-    (a number or '100M'); exact knapsack over parameters rounded up to `unit`. `heads=False`: every attention stays whole."""
-    t0 = time.perf_counter()
-    if isinstance(budget, str):
-        from lop.targets import parse_params
-        budget = parse_params(budget)
-    check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of parameters, got {budget!r}", "pass e.g. '100M'")
+def _options(table:JointTable, heads:bool, unit:int) -> tuple[list, list]:
+    "Per layer, the (FFN, heads) pairs one may pick and their parameters in units of `unit`, rounded up; an LOPError for a damaged table."
     check(isinstance(unit, int) and unit >= 1, f"unit must be a positive number of parameters, got {unit!r}", "leave it at 4096")
     rows = [o for layer in table.ffn + table.heads for o in layer]
     check(len(table.ffn) == len(table.heads) > 0 and all(len(layer) > 0 for layer in table.ffn + table.heads) and all(
@@ -119,7 +113,17 @@ def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> Jo
     for fr, hr in zip(table.ffn, table.heads):
         hs = hr if heads else [max(hr, key=lambda h: h["params"])]   # the whole attention holds the most
         options.append([(f, h) for f in fr for h in hs])
-    costs = [[-(-(f["params"] + h["params"]) // unit) for f, h in opts] for opts in options]
+    return options, [[-(-(f["params"] + h["params"]) // unit) for f, h in opts] for opts in options]
+
+def choose_joint(table:JointTable, budget, heads:bool=True, unit:int=4096) -> JointPlan:
+    """Per layer, the FFN choice and (with `heads`) the head shape with the least summed KL whose model holds at most `budget` parameters
+    (a number or '100M'); exact knapsack over parameters rounded up to `unit`. `heads=False`: every attention stays whole."""
+    t0 = time.perf_counter()
+    if isinstance(budget, str):
+        from lop.targets import parse_params
+        budget = parse_params(budget)
+    check(isinstance(budget, (int, np.integer)) and budget > 0, f"the budget must be a positive number of parameters, got {budget!r}", "pass e.g. '100M'")
+    options, costs = _options(table, heads, unit)
     got = knapsack(costs, [[f["kl"] + h["kl"] for f, h in opts] for opts in options], (int(budget) - table.fixed) // unit)
     small = table.fixed + sum(min(c) * unit for c in costs)
     check(got is not None, f"no model of these choices fits in {budget:,} parameters: the smallest holds about {small:,}",
@@ -139,24 +143,30 @@ def prune_joint(model:nn.Module, plan:JointPlan, scores, head_scores, multiple_o
 
 def choose_joint_size(model:nn.Module, table:JointTable, size:int, count, scores, heads:bool=True, multiple_of:int=32, unit:int=4096) -> tuple[JointPlan, int]:
     """The joint choice for at most `size` bytes as `count(pruned model)` counts them (e.g. `lambda m: Counter(m, "q8_0", file="gguf").dense`):
-    the largest parameter budget whose choice counts at most `size`, by bisection (each step prunes a copy of `model` and counts it).
-    Returns the plan and its bytes."""
+    the largest parameter budget whose choice counts at most `size` (bytes or e.g. '150MB'), by bisection over the parameter budget (each
+    step prunes a copy of `model` and counts it; a larger budget never raises the summed KL). Returns the plan and its bytes."""
     t0, memo = time.perf_counter(), {}
+    if isinstance(size, str):
+        from lop.targets import parse_size
+        size = parse_size(size)
+    check(isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0, f"the size must be a positive number of bytes, got {size!r}",
+          "pass e.g. '80MB'")
+    _, costs = _options(table, heads, unit)                   # a damaged table is refused before any work
+    check(table.head_scores is not None, "the joint table holds no head scores", "measure it again with joint_sensitivity")
     def bytes_of(p):
         key = (tuple(p.kept), tuple(p.shapes))
         if key not in memo: memo[key] = int(count(prune_joint(copy.deepcopy(model), p, scores, table.head_scores, multiple_of)))
         return memo[key]
-    check(isinstance(size, (int, np.integer)) and size > 0, f"the size must be a positive number of bytes, got {size!r}", "pass e.g. parse_size('80MB')")
-    top = choose_joint(table, table.fixed + sum(max(f["params"] for f in fr) + max(h["params"] for h in hr) for fr, hr in zip(table.ffn, table.heads)), heads, unit)
-    if bytes_of(top) <= size: return top, bytes_of(top)       # the dense model fits
-    lo_p = table.fixed + sum(unit * min(-(-(f["params"] + h["params"]) // unit) for f in fr for h in (hr if heads else [max(hr, key=lambda h: h["params"])])) for fr, hr in zip(table.ffn, table.heads))
-    low = choose_joint(table, lo_p + unit, heads, unit)
+    at = lambda room: choose_joint(table, table.fixed + room * unit, heads, unit)   # the choice with `room` units of parameters
+    lo, hi = sum(min(c) for c in costs), sum(max(c) for c in costs)                  # room for the smallest choices only; for the dense model
+    top, low = at(hi), at(lo)
+    if bytes_of(top) <= size: top.seconds = time.perf_counter() - t0; return top, bytes_of(top)
     check(bytes_of(low) <= size, f"no model of these choices fits in {size:,} bytes: the smallest counts {bytes_of(low):,}",
           f"ask for {math.ceil(bytes_of(low) / 1e5) / 10:.1f} MB or more{'' if heads else ', allow heads'}, or measure the table with higher ratios")
-    lo, hi, best = lo_p + unit, top.params, low                # bytes_of(choice at lo) ≤ size < bytes_of(choice at hi)
-    while hi - lo > unit:
-        mid = (lo + hi) // 2; p = choose_joint(table, mid, heads, unit)
-        if bytes_of(p) <= size: lo, best = mid, (p if p.params >= best.params else best)
+    best = low                                                 # the choice at lo fits, the one at hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2; p = at(mid)
+        if bytes_of(p) <= size: lo, best = mid, p             # more room than any fitting choice before: no more summed KL
         else: hi = mid
     best.seconds = time.perf_counter() - t0
     return best, bytes_of(best)
